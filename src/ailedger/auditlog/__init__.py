@@ -1,0 +1,1 @@
+"""ailedger.auditlog (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""ailedger.federated (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""ailedger.provenance (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""ailedger.sentinel (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""ailedger.service (see DESIGN.md)."""
