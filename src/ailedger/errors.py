@@ -75,7 +75,7 @@ class WorkspaceLocked(WorkspaceError):
     exit_code = 3
 
 
-class KeyError_(AiledgerError):  # noqa: N801 - avoids shadowing the builtin KeyError
+class KeyError_(AiledgerError):
     """A key file cannot be read or decrypted."""
 
 
@@ -134,7 +134,9 @@ class RootMismatch(VerificationError):
     def __init__(self, expected: bytes, calculated: bytes, what: str = "root") -> None:
         self.expected = expected
         self.calculated = calculated
-        super().__init__(f"{what} mismatch: expected {expected.hex()}, calculated {calculated.hex()}")
+        super().__init__(
+            f"{what} mismatch: expected {expected.hex()}, calculated {calculated.hex()}"
+        )
 
 
 class SignatureError(VerificationError):

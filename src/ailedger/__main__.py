@@ -1,0 +1,5 @@
+"""``python -m ailedger`` runs the CLI."""
+
+from ailedger.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""``ailedger chain``: low-level chain commands for operators and debugging."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit
+from ailedger.config import passphrase_source, workspace_path
+from ailedger.errors import InputError
+
+__all__ = ["chain_app"]
+
+chain_app = typer.Typer(help="Low-level chain commands.", no_args_is_help=True)
+
+OriginArg = Annotated[str, typer.Argument(help="Origin: 0x and 64 hex digits.")]
+
+
+@chain_app.command()
+def status(workspace: WorkspaceOpt = None, rpc: RpcOpt = None, as_json: JsonOpt = False) -> None:
+    """Backend, chain id, block, account and balance."""
+    from ailedger.workspace import Workspace
+
+    ws = Workspace.open(workspace_path(workspace))
+    account = ws.keystore().address
+    with ws.ledger(rpc=rpc) as ledger:
+        doc = {
+            "backend": ledger.backend,
+            "url": ledger.url,
+            "chain_id": ledger.chain_id,
+            "block": ledger.block_number(),
+            "account": account,
+            "balance_wei": str(ledger.balance(account)),
+            "anchor_registry": ws.contract_address(ledger.chain_id, "AnchorRegistry"),
+        }
+    ether = int(str(doc["balance_wei"])) / 10**18
+    emit(
+        as_json,
+        doc,
+        f"backend  {doc['backend']}{' ' + str(doc['url']) if doc['url'] else ''}\n"
+        f"chain id {doc['chain_id']}\nblock    {doc['block']}\naccount  {account}\n"
+        f"balance  {ether:.6f} ETH\nregistry {doc['anchor_registry']}",
+    )
+
+
+@chain_app.command()
+def anchor(
+    origin: OriginArg,
+    size: Annotated[str, typer.Argument(help="Tree size: a positive integer.")],
+    root: Annotated[str, typer.Argument(help="Root hash: 0x and 64 hex digits.")],
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Anchor a checkpoint (ORIGIN, SIZE, ROOT) in the AnchorRegistry."""
+    from ailedger.ledger import parse_bytes32
+    from ailedger.workspace import Workspace
+
+    origin_bytes = parse_bytes32(origin, "ORIGIN")
+    root_bytes = parse_bytes32(root, "ROOT")
+    size_int = _parse_size(size)
+    ws = Workspace.open(workspace_path(workspace))
+    with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:
+        registry = ws.anchor_registry(ledger)
+        receipt = registry.anchor(origin_bytes, size_int, root_bytes)
+        doc = {
+            "origin": origin.lower(),
+            "size": size_int,
+            "root": root.lower(),
+            "tx_hash": receipt.tx_hash,
+            "block_number": receipt.block_number,
+            "block_hash": receipt.block_hash,
+            "gas_used": receipt.gas_used,
+        }
+    emit(
+        as_json,
+        doc,
+        f"anchored size {size_int} in block {receipt.block_number} "
+        f"(tx {receipt.tx_hash}, {receipt.gas_used} gas)",
+    )
+
+
+@chain_app.command()
+def anchors(
+    origin: OriginArg,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List every anchor of ORIGIN, oldest first."""
+    from ailedger.ledger import parse_bytes32
+    from ailedger.workspace import Workspace
+
+    origin_bytes = parse_bytes32(origin, "ORIGIN")
+    ws = Workspace.open(workspace_path(workspace))
+    with ws.ledger(rpc=rpc) as ledger:
+        registry = ws.anchor_registry(ledger)
+        found = registry.anchors(origin_bytes)
+        owner = registry.owner(origin_bytes)
+    doc = {"origin": origin.lower(), "owner": owner, "anchors": [a.to_json() for a in found]}
+    lines = [f"origin {origin.lower()} owner {owner}"] if found else ["no anchors for this origin"]
+    lines += [
+        f"#{a.index:<4} size {a.size:<10} root 0x{a.root.hex()}  block {a.block_number}"
+        for a in found
+    ]
+    emit(as_json, doc, "\n".join(lines))
+
+
+def _parse_size(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise InputError(f"SIZE must be a positive integer, got {text!r}") from None
+    if not 0 < value < 2**64:
+        raise InputError(f"SIZE must be from 1 to 2**64-1, got {value}")
+    return value

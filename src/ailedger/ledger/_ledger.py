@@ -1,0 +1,505 @@
+"""The Ledger: one API over the embedded chain and any Ethereum JSON-RPC node.
+
+Both backends mean the same thing (like titanoboa's ``Env`` and ``NetworkEnv``): transactions
+are built, priced (EIP-1559) and signed locally, sent raw, and their receipts awaited. Only the
+transport differs: an in-process py-evm chain, or HTTP to a node. Every third-party exception
+is translated here into the :mod:`ailedger.errors` tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import requests
+from eth_tester.exceptions import TransactionFailed
+from eth_typing import ChecksumAddress
+from eth_utils.address import is_address, to_checksum_address
+from web3 import HTTPProvider, Web3
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
+
+from ailedger.errors import (
+    ContractNotFound,
+    InputError,
+    LedgerError,
+    NodeUnavailable,
+    TransactionDropped,
+    TransactionReverted,
+    WrongChain,
+)
+from ailedger.ledger._embedded import EmbeddedChain
+from ailedger.ledger.account import Signer
+from ailedger.ledger.contracts import Artifact
+
+if TYPE_CHECKING:
+    from web3.contract import Contract
+    from web3.contract.contract import ContractFunction
+    from web3.types import BlockIdentifier
+
+__all__ = ["Ledger", "LedgerSettings", "PendingTransaction", "Receipt"]
+
+T = TypeVar("T")
+_TRANSIENT = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    ProviderConnectionError,
+    ConnectionError,
+    TimeoutError,
+)
+_GWEI = 10**9
+_ZERO_ADDRESS = "0x" + "00" * 20
+_REBROADCAST_AFTER = 5.0  # seconds without a receipt before the raw transaction is re-sent
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerSettings:
+    """How the ledger talks to its chain.
+
+    ``confirmations``: blocks (the including one counted) before a receipt is returned; the
+    embedded chain is final at once and ignores it. ``retries`` and ``backoff`` (seconds,
+    doubled each try up to ``backoff_max``) govern outages before :class:`NodeUnavailable`.
+    """
+
+    confirmations: int = 1
+    retries: int = 5
+    backoff: float = 0.25
+    backoff_max: float = 8.0
+    request_timeout: float = 10.0
+    receipt_timeout: float = 120.0
+    poll_interval: float = 0.25
+    priority_fee_wei: int | None = None
+    gas_margin: float = 1.2
+
+    def __post_init__(self) -> None:
+        if self.confirmations < 1:
+            raise InputError("confirmations must be at least 1")
+        if self.retries < 1:
+            raise InputError("retries must be at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Receipt:
+    """A mined transaction's outcome."""
+
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    gas_used: int
+    effective_gas_price: int
+    raw: Any = field(repr=False, compare=False)
+
+
+@dataclass(kw_only=True)
+class PendingTransaction:
+    """A signed transaction that was sent; :meth:`Ledger.wait` turns it into a receipt."""
+
+    tx_hash: str
+    raw: bytes = field(repr=False)
+    nonce: int
+    request: dict[str, Any] = field(repr=False)
+
+
+class Ledger:
+    """A connection to one chain with (optionally) one account that signs.
+
+    Build it with :meth:`embedded` or :meth:`connect`; close it (or use ``with``) to release the
+    embedded chain's lock.
+    """
+
+    def __init__(
+        self,
+        *,
+        w3: Web3,
+        backend: str,
+        url: str | None,
+        signer: Signer | None,
+        settings: LedgerSettings,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.w3 = w3
+        w3.eth.default_account = _checksum(signer.address if signer else _ZERO_ADDRESS)
+        self.backend = backend
+        self.url = url
+        self.signer = signer
+        self.settings = settings
+        self._on_close = on_close
+        self._chain_id: int | None = None
+        self._nonce_lock = threading.Lock()
+        self._next_nonce: int | None = None
+
+    # -- factories ------------------------------------------------------------------------
+
+    @classmethod
+    def embedded(
+        cls,
+        directory: Path,
+        *,
+        signer: Signer | None = None,
+        genesis_balances: dict[str, int] | None = None,
+        lock_timeout: float = 10.0,
+        settings: LedgerSettings | None = None,
+    ) -> Ledger:
+        """Open (or create) the in-process chain kept in ``directory``.
+
+        ``genesis_balances`` (address to wei) funds accounts when the chain is created.
+        """
+        chain = EmbeddedChain(
+            directory, genesis_balances=genesis_balances, lock_timeout=lock_timeout
+        )
+        base = settings or LedgerSettings()
+        local = LedgerSettings(
+            confirmations=1,
+            retries=1,
+            receipt_timeout=base.receipt_timeout,
+            poll_interval=0.0,
+            priority_fee_wei=base.priority_fee_wei if base.priority_fee_wei is not None else _GWEI,
+            gas_margin=base.gas_margin,
+        )
+        return cls(
+            w3=Web3(chain.provider),
+            backend="embedded",
+            url=None,
+            signer=signer,
+            settings=local,
+            on_close=chain.close,
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        signer: Signer | None = None,
+        settings: LedgerSettings | None = None,
+        expected_chain_id: int | None = None,
+    ) -> Ledger:
+        """Use the Ethereum JSON-RPC node at ``url`` (http or https).
+
+        With ``expected_chain_id``, a node serving another chain is refused (:class:`WrongChain`).
+        """
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise InputError(f"not an http(s) JSON-RPC URL: {url!r}")
+        chosen = settings or LedgerSettings()
+        provider = HTTPProvider(
+            url,
+            request_kwargs={"timeout": chosen.request_timeout},
+            exception_retry_configuration=None,
+        )
+        ledger = cls(w3=Web3(provider), backend="rpc", url=url, signer=signer, settings=chosen)
+        if expected_chain_id is not None and ledger.chain_id != expected_chain_id:
+            raise WrongChain(expected_chain_id, ledger.chain_id, url)
+        return ledger
+
+    def with_signer(self, signer: Signer | None) -> Ledger:
+        """The same chain and connection, signing as ``signer`` (with its own nonces).
+
+        The new ledger shares this one's connection: closing it does nothing, closing this one
+        ends both.
+        """
+        return Ledger(
+            w3=Web3(self.w3.provider),
+            backend=self.backend,
+            url=self.url,
+            signer=signer,
+            settings=self.settings,
+        )
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.url or "embedded"
+        return f"Ledger({where}, account={self.signer.address if self.signer else None})"
+
+    # -- reads ----------------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self._rpc(lambda: self.w3.eth.chain_id))
+        return self._chain_id
+
+    @property
+    def account(self) -> str:
+        return self._require_signer().address
+
+    def block_number(self) -> int:
+        return int(self._rpc(lambda: self.w3.eth.block_number))
+
+    def balance(self, address: str | None = None) -> int:
+        """Balance in wei of ``address`` (default: this ledger's account)."""
+        who = _checksum(address if address is not None else self.account)
+        return int(self._rpc(lambda: self.w3.eth.get_balance(who)))
+
+    def code(self, address: str) -> bytes:
+        target = _checksum(address)
+        return bytes(self._rpc(lambda: self.w3.eth.get_code(target)))
+
+    def contract(self, artifact: Artifact, address: str, *, check_code: bool = True) -> Contract:
+        """A handle on the deployed ``artifact`` at ``address``.
+
+        With ``check_code`` the code at the address must be the artifact's runtime bytecode, so
+        a wrong or stale address is refused with :class:`ContractNotFound`.
+        """
+        target = _checksum(address)
+        if check_code:
+            code = self.code(target)
+            if not code:
+                raise ContractNotFound(
+                    f"no contract at {target} on chain {self.chain_id} (expected {artifact.name})"
+                )
+            if code[: len(artifact.bytecode_runtime)] != artifact.bytecode_runtime:
+                raise ContractNotFound(
+                    f"the contract at {target} on chain {self.chain_id} is not {artifact.name}"
+                )
+        contract: Contract = self.w3.eth.contract(address=target, abi=artifact.abi)
+        return contract
+
+    def call(self, function: ContractFunction, block: BlockIdentifier = "latest") -> Any:
+        """Run a view function; a revert raises :class:`TransactionReverted`."""
+        return self._rpc(lambda: function.call(block_identifier=block))
+
+    def logs(
+        self,
+        contract: Contract,
+        event: str,
+        *,
+        from_block: int = 0,
+        to_block: int | str = "latest",
+        argument_filters: dict[str, Any] | None = None,
+    ) -> list[Any]:
+        """Decoded logs of ``event`` emitted by ``contract`` in a block range."""
+        event_type = getattr(contract.events, event)
+        return list(
+            self._rpc(
+                lambda: event_type.get_logs(
+                    from_block=from_block, to_block=to_block, argument_filters=argument_filters
+                )
+            )
+        )
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def send(self, request: dict[str, Any]) -> PendingTransaction:
+        """Price, sign and broadcast a transaction; returns before it is mined.
+
+        Nonces are assigned locally, so several transactions can be in flight at once. A
+        transaction that would revert is refused before it is sent (:class:`TransactionReverted`).
+        """
+        signer = self._require_signer()
+        tx = dict(request)
+        tx.setdefault("from", signer.address)
+        tx.setdefault("value", 0)
+        tx["chainId"] = self.chain_id
+        tx["type"] = 2
+        if "gas" not in tx:
+            estimate = self._rpc(lambda: self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+            tx["gas"] = int(estimate * self.settings.gas_margin)
+        if "maxFeePerGas" not in tx:
+            tip = self._priority_fee()
+            base = int(self._rpc(lambda: self.w3.eth.get_block("latest")).get("baseFeePerGas", 0))
+            tx["maxPriorityFeePerGas"] = tip
+            tx["maxFeePerGas"] = 2 * base + tip
+        with self._nonce_lock:
+            if self._next_nonce is None:
+                self._next_nonce = int(
+                    self._rpc(
+                        lambda: self.w3.eth.get_transaction_count(
+                            _checksum(signer.address), "pending"
+                        )
+                    )
+                )
+            tx["nonce"] = self._next_nonce
+            tx.pop("from", None)
+            raw = signer.sign_transaction(tx)
+            try:
+                tx_hash = self._broadcast(raw)
+            except BaseException:
+                self._next_nonce = None
+                raise
+            self._next_nonce += 1
+        return PendingTransaction(tx_hash=tx_hash, raw=raw, nonce=tx["nonce"], request=tx)
+
+    def wait(self, pending: PendingTransaction, *, confirmations: int | None = None) -> Receipt:
+        """Wait until ``pending`` is mined and buried under ``confirmations`` blocks.
+
+        If the transaction vanishes (a reorg dropped its block), it is broadcast again; if it
+        cannot be re-included before ``receipt_timeout`` it raises :class:`TransactionDropped`.
+        A mined revert raises :class:`TransactionReverted` with the reason.
+        """
+        needed = 1 if self.backend == "embedded" else (confirmations or self.settings.confirmations)
+        deadline = time.monotonic() + self.settings.receipt_timeout
+        last_broadcast = time.monotonic()
+        seen = False
+        while True:
+            receipt = self._receipt(pending.tx_hash)
+            if receipt is None:
+                stale = time.monotonic() - last_broadcast > _REBROADCAST_AFTER
+                if seen or stale or not self._known(pending.tx_hash):
+                    self._rebroadcast(pending)
+                    last_broadcast = time.monotonic()
+                    seen = False
+            else:
+                if int(receipt["status"]) != 1:
+                    raise TransactionReverted(
+                        self._revert_reason(pending, int(receipt["blockNumber"])),
+                        tx_hash=pending.tx_hash,
+                    )
+                seen = True
+                mined_in = int(receipt["blockNumber"])
+                if self.block_number() - mined_in + 1 >= needed and self._is_canonical(receipt):
+                    return Receipt(
+                        tx_hash=pending.tx_hash,
+                        block_number=mined_in,
+                        block_hash="0x" + bytes(receipt["blockHash"]).hex(),
+                        gas_used=int(receipt["gasUsed"]),
+                        effective_gas_price=int(receipt.get("effectiveGasPrice", 0)),
+                        raw=receipt,
+                    )
+            if time.monotonic() > deadline:
+                raise TransactionDropped(
+                    f"transaction {pending.tx_hash} was not mined with {needed} confirmation(s) "
+                    f"within {self.settings.receipt_timeout:.0f} s"
+                )
+            time.sleep(self.settings.poll_interval)
+
+    def transact(self, function: ContractFunction, *, value: int = 0) -> Receipt:
+        """Call a contract function in a transaction and wait for its receipt."""
+        tx = {"to": function.address, "data": function._encode_transaction_data(), "value": value}
+        return self.wait(self.send(tx))
+
+    def deploy(self, artifact: Artifact, *args: Any) -> tuple[str, Receipt]:
+        """Deploy ``artifact`` with constructor ``args``; returns (address, receipt)."""
+        factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        data = factory.constructor(*args).data_in_transaction
+        receipt = self.wait(self.send({"data": data}))
+        address = receipt.raw.get("contractAddress")
+        if not address:
+            raise LedgerError(f"deploying {artifact.name} produced no contract address")
+        return str(to_checksum_address(address)), receipt
+
+    def transfer(self, to: str, wei: int) -> Receipt:
+        """Send ``wei`` to ``to`` (funding another party's account)."""
+        return self.wait(self.send({"to": _checksum(to), "value": wei, "gas": 21000}))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _require_signer(self) -> Signer:
+        if self.signer is None:
+            raise LedgerError("this ledger has no account to sign with")
+        return self.signer
+
+    def _rpc(self, request: Callable[[], T]) -> T:
+        """Run one node request, retrying outages with exponential backoff."""
+        delay = self.settings.backoff
+        for attempt in range(1, self.settings.retries + 1):
+            try:
+                return request()
+            except _TRANSIENT as exc:
+                if attempt == self.settings.retries:
+                    with self._nonce_lock:
+                        self._next_nonce = None
+                    raise NodeUnavailable(
+                        f"the node at {self.url} did not answer after {attempt} attempts "
+                        f"({type(exc).__name__})"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, self.settings.backoff_max)
+            except ContractLogicError as exc:
+                raise TransactionReverted(_reason(str(exc.message or exc))) from exc
+            except TransactionFailed as exc:
+                raise TransactionReverted(_reason(str(exc))) from exc
+            except (TransactionNotFound, TimeExhausted):
+                raise
+            except Web3RPCError as exc:
+                raise LedgerError(f"the node refused the request: {_rpc_message(exc)}") from exc
+            except Web3Exception as exc:
+                raise LedgerError(f"{type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _broadcast(self, raw: bytes) -> str:
+        return "0x" + bytes(self._rpc(lambda: self.w3.eth.send_raw_transaction(raw))).hex()
+
+    def _rebroadcast(self, pending: PendingTransaction) -> None:
+        with contextlib.suppress(LedgerError):
+            self._broadcast(pending.raw)
+
+    def _receipt(self, tx_hash: str) -> Any:
+        try:
+            return self._rpc(lambda: self.w3.eth.get_transaction_receipt(tx_hash))  # type: ignore[arg-type]
+        except (TransactionNotFound, TimeExhausted):
+            return None
+
+    def _known(self, tx_hash: str) -> bool:
+        """Whether the node has the transaction (mined or in its pool)."""
+        try:
+            return self._rpc(lambda: self.w3.eth.get_transaction(tx_hash)) is not None  # type: ignore[arg-type]
+        except (TransactionNotFound, TimeExhausted):
+            return False
+
+    def _is_canonical(self, receipt: Any) -> bool:
+        block = self._rpc(lambda: self.w3.eth.get_block(int(receipt["blockNumber"])))
+        return bool(block["hash"] == receipt["blockHash"])
+
+    def _priority_fee(self) -> int:
+        if self.settings.priority_fee_wei is not None:
+            return self.settings.priority_fee_wei
+        try:
+            return int(self._rpc(lambda: self.w3.eth.max_priority_fee))
+        except LedgerError:
+            return _GWEI
+
+    def _revert_reason(self, pending: PendingTransaction, block: int) -> str:
+        replay: dict[str, Any] = {
+            k: pending.request[k] for k in ("to", "data", "value") if k in pending.request
+        }
+        replay["from"] = self.account
+        try:
+            self._rpc(lambda: self.w3.eth.call(replay, block - 1))  # type: ignore[arg-type]
+        except TransactionReverted as exc:
+            return exc.reason
+        except LedgerError:
+            pass
+        return "reverted without a reason"
+
+
+def _checksum(address: str) -> ChecksumAddress:
+    if not isinstance(address, str) or not is_address(address):
+        raise InputError(f"not an Ethereum address: {address!r}")
+    return to_checksum_address(address)
+
+
+def _reason(message: str) -> str:
+    for prefix in ("execution reverted: ", "execution reverted:", "execution reverted"):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+            break
+    return message.strip().strip("'\"")
+
+
+def _rpc_message(exc: Web3RPCError) -> str:
+    response = getattr(exc, "rpc_response", None)
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        return str(response["error"].get("message", exc))
+    return str(exc)
