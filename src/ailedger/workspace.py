@@ -122,6 +122,9 @@ class Workspace:
         if not workspace.signing_key_path.exists():
             generate_signing_key(workspace.signing_key_path, passphrase())
         workspace.blobs_dir.mkdir(exist_ok=True)
+        # Saved before touching the chain, so a run that cannot deploy yet (no funds, node
+        # down) keeps the chosen chain for the next `init`.
+        workspace.save()
         with workspace.ledger(passphrase=passphrase) as ledger:
             chain["chain_id"] = ledger.chain_id
             workspace._setup_contracts(ledger, anchor_registry)

@@ -11,7 +11,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from ailedger import __version__
@@ -110,17 +109,13 @@ def demo(
 
 
 def main() -> None:
-    """Entry point: run the app and turn every error into one line and an exit code."""
+    """Entry point: run the app and turn every error into one line and an exit code.
+
+    Typer reports usage errors itself (exit code 2); every ailedger error becomes one line on
+    stderr with the error's exit code.
+    """
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
+        app()
     except AiledgerError as exc:
         _fail(exc, exc.exit_code)
     except KeyboardInterrupt:
@@ -128,7 +123,6 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         _fail(exc, 1, internal=True)
-    sys.exit(0)
 
 
 def _fail(exc: BaseException, code: int, *, internal: bool = False) -> None:

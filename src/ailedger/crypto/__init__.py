@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from ailedger.crypto.canonical import canonical_json
+from ailedger.crypto.envelope import open_sealed, seal
 
-__all__ = ["canonical_json"]
+__all__ = ["canonical_json", "open_sealed", "seal"]

@@ -14,6 +14,12 @@ struct Anchor:
     block_number: uint256
     timestamp: uint256
 
+# Stored form: the root, and size | block_number << 64 | timestamp << 128 in one slot, so an
+# anchor costs two new storage slots instead of four.
+struct _Stored:
+    root: bytes32
+    packed: uint256
+
 event Anchored:
     origin: indexed(bytes32)
     index: indexed(uint256)
@@ -23,7 +29,8 @@ event Anchored:
 
 owner_of: public(HashMap[bytes32, address])
 anchor_count: public(HashMap[bytes32, uint256])
-_anchors: HashMap[bytes32, HashMap[uint256, Anchor]]
+_anchors: HashMap[bytes32, HashMap[uint256, _Stored]]
+_latest_size: HashMap[bytes32, uint64]
 
 
 @external
@@ -37,14 +44,15 @@ def anchor(origin: bytes32, size: uint64, root: bytes32):
         self.owner_of[origin] = msg.sender
     else:
         assert owner == msg.sender, "origin owned by another account"
+    assert size > self._latest_size[origin], "size must increase"
     n: uint256 = self.anchor_count[origin]
-    previous: uint64 = 0
-    if n > 0:
-        previous = self._anchors[origin][n - 1].size
-    assert size > previous, "size must increase"
-    self._anchors[origin][n] = Anchor(
-        size=size, root=root, block_number=block.number, timestamp=block.timestamp
+    packed: uint256 = (
+        convert(size, uint256)
+        | (block.number << 64)
+        | (block.timestamp << 128)
     )
+    self._anchors[origin][n] = _Stored(root=root, packed=packed)
+    self._latest_size[origin] = size
     self.anchor_count[origin] = n + 1
     log Anchored(origin=origin, index=n, anchorer=msg.sender, size=size, root=root)
 
@@ -57,7 +65,7 @@ def latest(origin: bytes32) -> Anchor:
     """
     n: uint256 = self.anchor_count[origin]
     assert n > 0, "origin has no anchors"
-    return self._anchors[origin][n - 1]
+    return self._unpack(self._anchors[origin][n - 1])
 
 
 @view
@@ -67,4 +75,16 @@ def anchor_at(origin: bytes32, index: uint256) -> Anchor:
     @notice The `index`-th anchor of `origin`, counting from zero.
     """
     assert index < self.anchor_count[origin], "no anchor at this index"
-    return self._anchors[origin][index]
+    return self._unpack(self._anchors[origin][index])
+
+
+@view
+@internal
+def _unpack(stored: _Stored) -> Anchor:
+    mask: uint256 = (1 << 64) - 1
+    return Anchor(
+        size=convert(stored.packed & mask, uint64),
+        root=stored.root,
+        block_number=(stored.packed >> 64) & mask,
+        timestamp=stored.packed >> 128,
+    )

@@ -1,0 +1,230 @@
+"""Benchmark digests and sealing against baselines, side by side in one run.
+
+Measures, over the same bytes:
+
+- digest of one large file and of a folder of many files (``ailedger.provenance.digest``) vs
+  ``sha256sum`` (target: ratio <= 1.25);
+- seal and open (``ailedger.crypto.envelope``) vs raw AES-256-GCM from ``cryptography`` over
+  the same bytes already in memory, in 1 MiB pieces (target: ratio <= 1.5);
+- peak memory (VmHWM from /proc) of each ailedger operation, run in its own process
+  (target: < 200 MB, flat in the file size).
+
+Usage: ``python benchmarks/provenance.py [--size-mb 2048] [--files 1000] [--dir TMP]``.
+Prints a table and writes ``benchmarks/results/provenance.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+RESULTS = Path(__file__).resolve().parent / "results" / "provenance.json"
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _child(op: str, args: list[str]) -> None:
+    """Run one ailedger operation in this (fresh) process and print its time and peak RSS."""
+    from ailedger.crypto import envelope
+    from ailedger.provenance import digest
+
+    if op in ("seal", "open"):
+        key = envelope.load_private_key(bytes.fromhex(args[2]))
+    start = time.perf_counter()
+    if op in ("digest_file", "digest_folder"):
+        digest.digest_artifact(args[0])
+    elif op == "seal":
+        envelope.seal(args[0], args[1], [key.public_key()])
+    elif op == "open":
+        envelope.open(args[0], args[1], key)
+    else:
+        raise SystemExit(f"unknown op {op}")
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"seconds": elapsed, "peak_rss_mb": _peak_rss_mb()}))
+
+
+def _run_child(op: str, *args: str) -> dict[str, float]:
+    os.sync()
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", op, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def _copy_fsync(src: Path, dst: Path) -> float:
+    """The I/O floor of seal and open: read src, write dst, fsync (no cryptography)."""
+    os.sync()
+    start = time.perf_counter()
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        shutil.copyfileobj(fi, fo, MIB)
+        fo.flush()
+        os.fsync(fo.fileno())
+    elapsed = time.perf_counter() - start
+    dst.unlink()
+    return elapsed
+
+
+def _timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as fh:
+        left = size
+        while left:
+            n = min(left, 8 * MIB)
+            fh.write(os.urandom(n))
+            left -= n
+
+
+def _warm(paths: list[Path]) -> None:
+    for p in paths:
+        with open(p, "rb") as fh:
+            while fh.read(8 * MIB):
+                pass
+
+
+def _aesgcm_in_memory(path: Path) -> tuple[float, float]:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    data = path.read_bytes()
+    view = memoryview(data)
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    nonce = os.urandom(12)
+    pieces = range(0, max(len(data), 1), MIB)
+    cts = [aead.encrypt(nonce, view[i : i + MIB], None) for i in pieces]
+    start = time.perf_counter()
+    for i in pieces:
+        aead.encrypt(nonce, view[i : i + MIB], None)
+    enc = time.perf_counter() - start
+    start = time.perf_counter()
+    for ct in cts:
+        aead.decrypt(nonce, ct, None)
+    dec = time.perf_counter() - start
+    return enc, dec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=2048, help="size of the big file (MiB)")
+    parser.add_argument("--files", type=int, default=1000, help="files in the folder")
+    parser.add_argument("--dir", default=None, help="where to put temporary data")
+    parser.add_argument("--out", default=str(RESULTS), help="JSON output path")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    if ns.child:
+        _child(ns.child[0], ns.child[1:])
+        return
+
+    from ailedger.crypto import envelope
+
+    size = ns.size_mb * MIB
+    tmp = Path(tempfile.mkdtemp(prefix="ailedger-bench-", dir=ns.dir))
+    rows: list[dict[str, Any]] = []
+    try:
+        big = tmp / "big.bin"
+        _write_random(big, size)
+        folder = tmp / "folder"
+        folder.mkdir()
+        per_file = size // ns.files
+        for i in range(ns.files):
+            sub = folder / f"d{i % 10}"
+            sub.mkdir(exist_ok=True)
+            _write_random(sub / f"f{i:04d}.bin", per_file)
+        folder_files = sorted(str(p) for p in folder.rglob("*.bin"))
+        _warm([big, *map(Path, folder_files)])
+
+        base = _timed(["sha256sum", str(big)])
+        ours = _run_child("digest_file", str(big))
+        rows.append(_row("digest 1 file", size, ours, base, "sha256sum", 1.25))
+
+        base = _timed(["sha256sum", *folder_files])
+        ours = _run_child("digest_folder", str(folder))
+        rows.append(
+            _row(f"digest {ns.files} files", per_file * ns.files, ours, base, "sha256sum", 1.25)
+        )
+
+        key = envelope.generate_private_key()
+        raw_key = envelope.dump_private_key(key, encoding="raw").hex()
+        sealed, opened = tmp / "big.sealed", tmp / "big.opened"
+        enc, dec = _aesgcm_in_memory(big)
+        copy = _copy_fsync(big, tmp / "copy.bin")
+        ours = _run_child("seal", str(big), str(sealed), raw_key)
+        rows.append(_row("seal", size, ours, enc, "AES-GCM in memory", 1.5))
+        rows.append(_row("seal", size, ours, copy, "copy+fsync (I/O floor)", 1.5))
+        copy = _copy_fsync(sealed, tmp / "copy.bin")
+        ours = _run_child("open", str(sealed), str(opened), raw_key)
+        rows.append(_row("open", size, ours, dec, "AES-GCM in memory", 1.5))
+        rows.append(_row("open", size, ours, copy, "copy+fsync (I/O floor)", 1.5))
+        if opened.stat().st_size != size:
+            raise SystemExit("open produced a file of the wrong size")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    header = (
+        f"{'operation':<20}{'MiB':>8}{'ours s':>9}{'MiB/s':>9}{'base s':>9}"
+        f"{'ratio':>8}{'target':>8}{'peak MB':>9}  baseline"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['operation']:<20}{r['mib']:>8.0f}{r['seconds']:>9.2f}{r['mib_per_s']:>9.0f}"
+            f"{r['baseline_seconds']:>9.2f}{r['ratio']:>8.2f}{r['target_ratio']:>8.2f}"
+            f"{r['peak_rss_mb']:>9.0f}  {r['baseline']}"
+        )
+    report = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "size_mb": ns.size_mb,
+        "files": ns.files,
+        "peak_rss_target_mb": 200,
+        "rows": rows,
+    }
+    out = Path(ns.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def _row(
+    name: str, nbytes: int, ours: dict[str, float], base: float, base_name: str, target: float
+) -> dict[str, Any]:
+    return {
+        "operation": name,
+        "mib": nbytes / MIB,
+        "seconds": ours["seconds"],
+        "mib_per_s": nbytes / MIB / ours["seconds"],
+        "baseline": base_name,
+        "baseline_seconds": base,
+        "ratio": ours["seconds"] / base,
+        "target_ratio": target,
+        "peak_rss_mb": ours["peak_rss_mb"],
+    }
+
+
+if __name__ == "__main__":
+    main()

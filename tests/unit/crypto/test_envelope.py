@@ -1,0 +1,255 @@
+"""Envelope encryption: seal/open round trips, tampering, access and key-type errors."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ailedger.crypto import envelope
+from ailedger.errors import AccessDenied, InputError, VerificationError
+
+CHUNK = 1024
+HEADER_FIXED = 7 + 1 + 1 + 4 + 7 + 2
+ENTRY = 32 + 80
+
+
+def _sealed(tmp_path: Path, data: bytes, *recipients: X25519PrivateKey) -> Path:
+    src, dst = tmp_path / "plain.bin", tmp_path / "sealed.bin"
+    src.write_bytes(data)
+    envelope.seal(src, dst, [k.public_key() for k in recipients], chunk_size=CHUNK)
+    return dst
+
+
+def _open_bytes(tmp_path: Path, sealed: Path, key: X25519PrivateKey) -> bytes:
+    out = tmp_path / "opened.bin"
+    envelope.open(sealed, out, key)
+    return out.read_bytes()
+
+
+def _chunks_offset(n_recipients: int) -> int:
+    return HEADER_FIXED + n_recipients * ENTRY
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 7, 4 * CHUNK])
+def test_round_trip(tmp_path: Path, size: int) -> None:
+    key = X25519PrivateKey.generate()
+    data = os.urandom(size)
+    sealed = _sealed(tmp_path, data, key)
+    n_chunks = max(1, -(-size // CHUNK))
+    assert sealed.stat().st_size == _chunks_offset(1) + size + 16 * n_chunks
+    assert _open_bytes(tmp_path, sealed, key) == data
+
+
+def test_round_trip_default_chunk_size(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    data = os.urandom(envelope.DEFAULT_CHUNK_SIZE * 2 + 3)
+    src, dst = tmp_path / "p", tmp_path / "s"
+    src.write_bytes(data)
+    envelope.seal(src, dst, [key.public_key()])
+    assert _open_bytes(tmp_path, dst, key) == data
+
+
+def test_every_recipient_can_open(tmp_path: Path) -> None:
+    keys = [X25519PrivateKey.generate() for _ in range(3)]
+    data = os.urandom(3000)
+    sealed = _sealed(tmp_path, data, *keys)
+    assert envelope.recipients(sealed) == [envelope.key_id(k.public_key()) for k in keys]
+    for k in keys:
+        assert _open_bytes(tmp_path, sealed, k) == data
+
+
+def test_wrong_recipient_is_access_denied(tmp_path: Path) -> None:
+    sealed = _sealed(tmp_path, b"secret", X25519PrivateKey.generate())
+    with pytest.raises(AccessDenied, match="not sealed for the key"):
+        _open_bytes(tmp_path, sealed, X25519PrivateKey.generate())
+    assert not (tmp_path / "opened.bin").exists()
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_bit_flip_in_a_chunk_fails(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, os.urandom(3 * CHUNK), key)
+    _flip(sealed, _chunks_offset(1) + CHUNK + 16 + 5)
+    with pytest.raises(VerificationError, match="chunk 1"):
+        _open_bytes(tmp_path, sealed, key)
+    assert not (tmp_path / "opened.bin").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "offset"),
+    [
+        ("suite", 8),
+        ("chunk_size", 12),
+        ("nonce prefix", 13),
+        ("other recipient's wrapped key", HEADER_FIXED + ENTRY + 40),
+        ("own wrapped key", HEADER_FIXED + 40),
+    ],
+)
+def test_header_tampering_fails(tmp_path: Path, name: str, offset: int) -> None:
+    me, other = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, os.urandom(2 * CHUNK + 1), me, other)
+    _flip(sealed, offset)
+    with pytest.raises(VerificationError):
+        _open_bytes(tmp_path, sealed, me)
+
+
+def test_chunk_size_out_of_range_is_rejected_before_reading(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, b"x" * 10, key)
+    data = bytearray(sealed.read_bytes())
+    data[9:13] = struct.pack(">I", 2**31)
+    sealed.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match="corrupt"):
+        _open_bytes(tmp_path, sealed, key)
+
+
+def test_bad_magic_is_input_error(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, b"x", key)
+    _flip(sealed, 0)
+    with pytest.raises(InputError, match="magic"):
+        _open_bytes(tmp_path, sealed, key)
+
+
+@pytest.mark.parametrize("keep", ["header", "one chunk", "mid chunk", "all but one byte"])
+def test_truncation_fails(tmp_path: Path, keep: str) -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, os.urandom(3 * CHUNK), key)
+    data = sealed.read_bytes()
+    cut = {
+        "header": _chunks_offset(1) - 3,
+        "one chunk": _chunks_offset(1) + CHUNK + 16,
+        "mid chunk": _chunks_offset(1) + CHUNK + 100,
+        "all but one byte": len(data) - 1,
+    }[keep]
+    sealed.write_bytes(data[:cut])
+    with pytest.raises(VerificationError):
+        _open_bytes(tmp_path, sealed, key)
+
+
+def test_dropping_the_whole_last_chunk_fails(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, os.urandom(3 * CHUNK), key)
+    data = sealed.read_bytes()
+    sealed.write_bytes(data[: _chunks_offset(1) + 2 * (CHUNK + 16)])
+    with pytest.raises(VerificationError, match="last chunk"):
+        _open_bytes(tmp_path, sealed, key)
+
+
+def test_reordered_chunks_fail(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, os.urandom(3 * CHUNK), key)
+    data = sealed.read_bytes()
+    h, c = _chunks_offset(1), CHUNK + 16
+    swapped = data[:h] + data[h + c : h + 2 * c] + data[h : h + c] + data[h + 2 * c :]
+    sealed.write_bytes(swapped)
+    with pytest.raises(VerificationError, match="chunk 0"):
+        _open_bytes(tmp_path, sealed, key)
+
+
+def test_appended_data_fails(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, os.urandom(CHUNK), key)
+    sealed.write_bytes(sealed.read_bytes() + os.urandom(CHUNK + 16))
+    with pytest.raises(VerificationError):
+        _open_bytes(tmp_path, sealed, key)
+
+
+def test_existing_destination_survives_a_failed_open(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, os.urandom(2 * CHUNK), key)
+    _flip(sealed, len(sealed.read_bytes()) - 1)
+    out = tmp_path / "opened.bin"
+    out.write_bytes(b"previous content")
+    with pytest.raises(VerificationError):
+        envelope.open(sealed, out, key)
+    assert out.read_bytes() == b"previous content"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Ed25519PrivateKey.generate().public_key(),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key(),
+        b"\x01" * 31,
+        "not a key",
+    ],
+    ids=["ed25519", "rsa", "31-bytes", "str"],
+)
+def test_wrong_recipient_key_type_is_input_error(tmp_path: Path, bad: object) -> None:
+    src = tmp_path / "p"
+    src.write_bytes(b"x")
+    with pytest.raises(InputError):
+        envelope.seal(src, tmp_path / "s", [bad])  # type: ignore[list-item]
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "bad", [Ed25519PrivateKey.generate(), b"\x01" * 33], ids=["ed25519", "33-bytes"]
+)
+def test_wrong_private_key_type_is_input_error(tmp_path: Path, bad: object) -> None:
+    sealed = _sealed(tmp_path, b"x", X25519PrivateKey.generate())
+    with pytest.raises(InputError):
+        envelope.open(sealed, tmp_path / "o", bad)  # type: ignore[arg-type]
+
+
+def test_empty_or_duplicate_recipients_are_input_errors(tmp_path: Path) -> None:
+    src = tmp_path / "p"
+    src.write_bytes(b"x")
+    pk = X25519PrivateKey.generate().public_key()
+    with pytest.raises(InputError):
+        envelope.seal(src, tmp_path / "s", [])
+    with pytest.raises(InputError):
+        envelope.seal(src, tmp_path / "s", [pk, pk])
+
+
+def test_raw_key_bytes_work_as_keys(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    src, dst = tmp_path / "p", tmp_path / "s"
+    src.write_bytes(b"hello")
+    envelope.seal(src, dst, [envelope.dump_public_key(key.public_key(), encoding="raw")])
+    out = tmp_path / "o"
+    envelope.open(dst, out, envelope.dump_private_key(key, encoding="raw"))
+    assert out.read_bytes() == b"hello"
+
+
+def test_key_helpers_round_trip() -> None:
+    key = X25519PrivateKey.generate()
+    raw = envelope.dump_private_key(key, encoding="raw")
+    assert envelope.dump_private_key(envelope.load_private_key(raw), encoding="raw") == raw
+    pem = envelope.dump_private_key(key, password=b"pw")
+    assert b"ENCRYPTED" in pem
+    assert envelope.dump_private_key(envelope.load_private_key(pem, b"pw"), encoding="raw") == raw
+    pub_pem = envelope.dump_public_key(key.public_key())
+    pub_raw = envelope.dump_public_key(key.public_key(), encoding="raw")
+    assert envelope.dump_public_key(envelope.load_public_key(pub_pem), encoding="raw") == pub_raw
+    assert envelope.key_id(pub_raw) == envelope.key_id(key.public_key())
+
+
+def test_key_helpers_reject_other_key_types() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    ed = Ed25519PrivateKey.generate()
+    ed_pem = ed.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with pytest.raises(InputError, match="not an X25519"):
+        envelope.load_public_key(ed_pem)
+    with pytest.raises(InputError):
+        envelope.load_public_key(b"\x00" * 5)
+    with pytest.raises(InputError):
+        envelope.load_private_key(
+            envelope.dump_private_key(X25519PrivateKey.generate(), password=b"a"), b"b"
+        )

@@ -1,0 +1,184 @@
+"""Unit tests of ailedger.federated.attacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ailedger.errors import InputError
+from ailedger.federated.aggregate import krum, trimmed_mean
+from ailedger.federated.attacks import (
+    ATTACKS,
+    alie,
+    alie_z,
+    fang_krum,
+    fang_trim,
+    free_rider,
+    gaussian_noise,
+    ipm,
+    label_flip,
+    scaling,
+    sign_flip,
+)
+
+
+def _honest(seed: int = 0, n: int = 20, d: int = 30, noise: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(size=d)
+    return truth + noise * rng.normal(size=(n, d))
+
+
+def test_registry_uses_one_calling_convention() -> None:
+    honest = _honest()
+    own, benign = honest[:4], honest[4:]
+    assert set(ATTACKS) == {
+        "sign_flip",
+        "scaling",
+        "gaussian",
+        "alie",
+        "ipm",
+        "fang_krum",
+        "fang_trim",
+        "free_rider",
+    }
+    for name, attack in ATTACKS.items():
+        out = attack(own, benign, rng=np.random.default_rng(1))
+        assert out.shape == own.shape, name
+        assert np.all(np.isfinite(out)), name
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attacks_are_reproducible_from_the_seed(name: str) -> None:
+    honest = _honest()
+    a = ATTACKS[name](honest[:4], honest[4:], rng=np.random.default_rng(9))
+    b = ATTACKS[name](honest[:4], honest[4:], rng=np.random.default_rng(9))
+    assert np.array_equal(a, b)
+
+
+def test_shapes_are_checked() -> None:
+    with pytest.raises(InputError, match="2-D"):
+        sign_flip(np.ones(3), np.ones((2, 3)))
+    with pytest.raises(InputError, match="d="):
+        ipm(np.ones((1, 3)), np.ones((2, 4)))
+
+
+def test_sign_flip_and_scaling() -> None:
+    own = np.array([[1.0, -2.0], [0.5, 0.0]])
+    assert np.array_equal(sign_flip(own, own), -own)
+    assert np.array_equal(sign_flip(own, own, scale=4.0), -4.0 * own)
+    assert np.array_equal(scaling(own, own, factor=7.0), 7.0 * own)
+
+
+def test_gaussian_noise_has_the_requested_spread() -> None:
+    own = np.zeros((3, 20_000))
+    out = gaussian_noise(own, own, rng=np.random.default_rng(0), sigma=2.0)
+    assert abs(float(out.std()) - 2.0) < 0.05
+    assert abs(float(out.mean())) < 0.05
+    other = gaussian_noise(own, own, rng=np.random.default_rng(1), sigma=2.0)
+    assert not np.array_equal(out, other)
+
+
+def test_alie_z_matches_the_normal_table() -> None:
+    # n = 20, m = 4: s = 11 - 4 = 7, z = Phi^-1(13/20); Phi(0.385) = 0.6499 in standard tables
+    assert alie_z(20, 4) == pytest.approx(0.3853, abs=1e-3)
+    # n = 50, m = 12: s = 14, z = Phi^-1(36/50 = 0.72); Phi(0.58) = 0.7190, Phi(0.59) = 0.7224
+    assert 0.58 < alie_z(50, 12) < 0.59
+    with pytest.raises(InputError):
+        alie_z(10, 0)
+
+
+def test_alie_hides_inside_the_benign_spread() -> None:
+    honest = _honest(n=40)
+    own, benign = honest[:8], honest[8:]
+    out = alie(own, benign)
+    assert np.all(out == out[0])
+    mu, sd = benign.mean(axis=0), benign.std(axis=0)
+    assert np.all(out[0] < mu)
+    assert np.all(out[0] > mu - sd)
+    assert np.all((out[0] > benign.min(axis=0)) & (out[0] < benign.max(axis=0)))
+
+
+def test_ipm_reverses_the_inner_product() -> None:
+    honest = _honest()
+    out = ipm(honest[:4], honest[4:], epsilon=0.3)
+    mean = honest[4:].mean(axis=0)
+    assert np.allclose(out @ mean, -0.3 * mean @ mean)
+
+
+def test_fang_krum_wins_krum_and_points_backwards() -> None:
+    honest = _honest(seed=2)
+    own, benign = honest[:4], honest[4:]
+    out = fang_krum(own, benign)
+    res = krum([*out, *benign], f=4)
+    assert res.selected[0] < 4
+    assert float(out[0] @ honest.mean(axis=0)) < 0
+
+
+def test_fang_krum_spread_keeps_copies_near_the_first() -> None:
+    honest = _honest(seed=2)
+    out = fang_krum(honest[:4], honest[4:], rng=np.random.default_rng(0), spread=1e-3)
+    assert not np.array_equal(out[1], out[0])
+    assert np.all(np.linalg.norm(out - out[0], axis=1) <= 1e-3)
+
+
+def test_fang_krum_needs_an_honest_majority() -> None:
+    honest = _honest(n=6)
+    with pytest.raises(InputError):
+        fang_krum(honest[:3], honest[3:])
+
+
+def test_fang_trim_lands_beyond_the_honest_range() -> None:
+    honest = _honest(seed=4)
+    out = fang_trim(honest[:4], honest[4:], rng=np.random.default_rng(0))
+    s = np.sign(honest.mean(axis=0))
+    w_max, w_min = honest.max(axis=0), honest.min(axis=0)
+    up = s < 0
+    assert np.all(out[:, up] >= w_max[up])
+    assert np.all(out[:, ~up] <= w_min[~up])
+    assert np.all(out[:, up] <= 2 * np.abs(w_max[up]) + 1e-12)
+
+
+def test_fang_trim_drags_the_trimmed_mean_backwards() -> None:
+    honest = _honest(seed=6, noise=2.0)
+    own, benign = honest[:4], honest[4:]
+    direction = honest.mean(axis=0)
+    clean = trimmed_mean(honest, f=4).aggregate
+    bad = fang_trim(own, benign, rng=np.random.default_rng(0))
+    attacked = trimmed_mean([*bad, *benign], f=4).aggregate
+    assert float(attacked @ direction) < float(clean @ direction)
+
+
+def test_free_rider_sends_nothing_or_a_copy() -> None:
+    honest = _honest()
+    assert not free_rider(honest[:3], honest[3:]).any()
+    previous = np.arange(30.0)
+    out = free_rider(honest[:3], honest[3:], previous=previous)
+    assert out.shape == (3, 30)
+    assert all(np.array_equal(row, previous) for row in out)
+    with pytest.raises(InputError):
+        free_rider(honest[:3], honest[3:], previous=np.ones(4))
+
+
+def test_label_flip() -> None:
+    y = np.array([0, 1, 2, 9, 5], dtype=np.int32)
+    flipped = label_flip(y, 10)
+    assert flipped.tolist() == [9, 8, 7, 0, 4]
+    assert np.array_equal(label_flip(flipped, 10), y)
+    targeted = label_flip(y, 10, mapping={1: 7})
+    assert targeted.tolist() == [0, 7, 2, 9, 5]
+
+
+@pytest.mark.parametrize(
+    ("labels", "kwargs"),
+    [
+        (np.array([0.5]), {}),
+        (np.array([10]), {}),
+        (np.array([-1]), {}),
+        (np.array([1]), {"mapping": {1: 12}}),
+    ],
+)
+def test_label_flip_rejects_bad_input(labels: np.ndarray, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InputError):
+        label_flip(labels, 10, **kwargs)
