@@ -34,6 +34,7 @@ from ailedger.ledger import (
     LedgerSettings,
     Signer,
 )
+from ailedger.ledger.contracts import CONTRACT_NAMES, load_artifact
 
 __all__ = ["DEFAULT_DIRNAME", "Workspace"]
 
@@ -127,9 +128,18 @@ class Workspace:
         workspace.save()
         with workspace.ledger(passphrase=passphrase) as ledger:
             chain["chain_id"] = ledger.chain_id
-            workspace._setup_contracts(ledger, anchor_registry)
+            given = {AnchorRegistry.NAME: anchor_registry} if anchor_registry else {}
+            workspace._setup_contracts(ledger, given)
+        workspace._create_log()
         workspace.save()
         return workspace
+
+    def _create_log(self) -> None:
+        from ailedger.auditlog.log import AuditLog, default_origin
+
+        log_config = self.config.setdefault("log", {})
+        log_config.setdefault("origin", default_origin(self.public_key()))
+        AuditLog.open(self.log_path, origin=str(log_config["origin"])).close()
 
     @classmethod
     def open(cls, path: Path) -> Workspace:
@@ -193,34 +203,40 @@ class Workspace:
             settings=self.settings(),
         )
 
-    def contract_address(self, chain_id: int, name: str) -> str | None:
+    def contract_address(self, chain_id: int, name: str) -> str:
+        """Address of the workspace's contract ``name`` on chain ``chain_id``."""
         entry = self.config.get("contracts", {}).get(str(chain_id), {})
         value = entry.get(name)
-        return str(value) if value else None
+        if not value:
+            raise WorkspaceError(
+                f"this workspace has no {name} on chain {chain_id}: "
+                "run `ailedger init` (with the same --rpc) first"
+            )
+        return str(value)
 
     def anchor_registry(self, ledger: Ledger) -> AnchorRegistry:
         """The workspace's AnchorRegistry on ``ledger``'s chain."""
         address = self.contract_address(ledger.chain_id, AnchorRegistry.NAME)
-        if address is None:
-            raise WorkspaceError(
-                f"this workspace has no AnchorRegistry on chain {ledger.chain_id}: "
-                "run `ailedger init` with the same --rpc first"
-            )
         return AnchorRegistry(ledger=ledger, address=address)
 
-    def _setup_contracts(self, ledger: Ledger, anchor_registry: str | None) -> None:
+    def _setup_contracts(self, ledger: Ledger, given: dict[str, str]) -> None:
+        """Check the contracts the config (or ``given``) names; deploy the missing ones."""
         contracts = self.config.setdefault("contracts", {}).setdefault(str(ledger.chain_id), {})
-        address = anchor_registry or contracts.get(AnchorRegistry.NAME)
-        if address:
-            registry = AnchorRegistry(ledger=ledger, address=address)
-        else:
-            if ledger.balance() == 0:
-                raise LedgerError(
-                    f"account {ledger.account} has no ether on chain {ledger.chain_id} to deploy "
-                    "the contracts: fund it, then run `ailedger init` again"
-                )
-            registry = AnchorRegistry.deploy(ledger)
-        contracts[AnchorRegistry.NAME] = registry.address
+        for name in CONTRACT_NAMES:
+            artifact = load_artifact(name)
+            address = given.get(name) or contracts.get(name)
+            if address:
+                ledger.contract(artifact, address)
+            else:
+                if ledger.balance() == 0:
+                    raise LedgerError(
+                        f"account {ledger.account} has no ether on chain {ledger.chain_id} to "
+                        "deploy the contracts: fund it, then run `ailedger init` again"
+                    )
+                address, _ = ledger.deploy(artifact)
+            contracts[name] = address
+            # saved after each contract, so a later failure never forgets a deployed one
+            self.save()
 
     def _validate(self) -> None:
         chain = self.config.get("chain", {})

@@ -16,6 +16,8 @@ import typer
 from ailedger import __version__
 from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_console, state
 from ailedger.cli.chain import chain_app
+from ailedger.cli.log import log_app, verify
+from ailedger.cli.provenance import keys_app, provenance_app, share_app
 from ailedger.config import passphrase_source, workspace_path
 from ailedger.errors import AiledgerError
 
@@ -29,6 +31,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(chain_app, name="chain")
+app.add_typer(log_app, name="log")
+app.command()(verify)
+app.add_typer(provenance_app, name="provenance")
+app.add_typer(share_app, name="share")
+app.add_typer(keys_app, name="keys")
 
 
 def _version(value: bool) -> None:

@@ -32,7 +32,7 @@ def status(workspace: WorkspaceOpt = None, rpc: RpcOpt = None, as_json: JsonOpt 
             "block": ledger.block_number(),
             "account": account,
             "balance_wei": str(ledger.balance(account)),
-            "anchor_registry": ws.contract_address(ledger.chain_id, "AnchorRegistry"),
+            "contracts": ws.config.get("contracts", {}).get(str(ledger.chain_id), {}),
         }
     ether = int(str(doc["balance_wei"])) / 10**18
     emit(
@@ -40,7 +40,7 @@ def status(workspace: WorkspaceOpt = None, rpc: RpcOpt = None, as_json: JsonOpt 
         doc,
         f"backend  {doc['backend']}{' ' + str(doc['url']) if doc['url'] else ''}\n"
         f"chain id {doc['chain_id']}\nblock    {doc['block']}\naccount  {account}\n"
-        f"balance  {ether:.6f} ETH\nregistry {doc['anchor_registry']}",
+        f"balance  {ether:.6f} ETH",
     )
 
 

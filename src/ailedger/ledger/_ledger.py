@@ -138,7 +138,6 @@ class Ledger:
         self._on_close = on_close
         self._chain_id: int | None = None
         self._nonce_lock = threading.Lock()
-        self._next_nonce: int | None = None
 
     # -- factories ------------------------------------------------------------------------
 
@@ -304,7 +303,7 @@ class Ledger:
     def send(self, request: dict[str, Any]) -> PendingTransaction:
         """Price, sign and broadcast a transaction; returns before it is mined.
 
-        Nonces are assigned locally, so several transactions can be in flight at once. A
+        Several transactions can be in flight at once (nonces follow the node's pending count). A
         transaction that would revert is refused before it is sent (:class:`TransactionReverted`).
         """
         signer = self._require_signer()
@@ -322,23 +321,17 @@ class Ledger:
             tx["maxPriorityFeePerGas"] = tip
             tx["maxFeePerGas"] = 2 * base + tip
         with self._nonce_lock:
-            if self._next_nonce is None:
-                self._next_nonce = int(
-                    self._rpc(
-                        lambda: self.w3.eth.get_transaction_count(
-                            _checksum(signer.address), "pending"
-                        )
-                    )
+            # The node's pending count includes our transactions in flight (each was sent before
+            # the lock was released), so asking it for every transaction keeps several in flight
+            # and also heals a gap left by one that a reorg or an outage dropped.
+            tx["nonce"] = int(
+                self._rpc(
+                    lambda: self.w3.eth.get_transaction_count(_checksum(signer.address), "pending")
                 )
-            tx["nonce"] = self._next_nonce
+            )
             tx.pop("from", None)
             raw = signer.sign_transaction(tx)
-            try:
-                tx_hash = self._broadcast(raw)
-            except BaseException:
-                self._next_nonce = None
-                raise
-            self._next_nonce += 1
+            tx_hash = self._broadcast(raw)
         return PendingTransaction(tx_hash=tx_hash, raw=raw, nonce=tx["nonce"], request=tx)
 
     def wait(self, pending: PendingTransaction, *, confirmations: int | None = None) -> Receipt:
@@ -418,8 +411,6 @@ class Ledger:
                 return request()
             except _TRANSIENT as exc:
                 if attempt == self.settings.retries:
-                    with self._nonce_lock:
-                        self._next_nonce = None
                     raise NodeUnavailable(
                         f"the node at {self.url} did not answer after {attempt} attempts "
                         f"({type(exc).__name__})"

@@ -1,7 +1,10 @@
-"""Provenance of datasets and models: digests, manifests, signed in-toto statements."""
+"""Provenance of datasets and models: digests, manifests, signed in-toto statements, the
+registry on chain with lineage, verified loading, and sharing with the parties granted on chain.
+"""
 
 from __future__ import annotations
 
+from ailedger.provenance._demo import demo_provenance
 from ailedger.provenance.digest import (
     Manifest,
     ManifestMismatch,
@@ -15,15 +18,45 @@ from ailedger.provenance.dsse import (
     sign_statement,
     verify_envelope,
 )
+from ailedger.provenance.lineage import Lineage, lineage, render_tree, write_graph
+from ailedger.provenance.loading import load_verified
+from ailedger.provenance.registry import (
+    AlreadyRegistered,
+    NotRegistered,
+    Registration,
+    UnknownParent,
+    Verification,
+    lookup,
+    register_artifact,
+    verify_artifact,
+)
+from ailedger.provenance.sharing import GrantRevoked, NoGrant, NotARecipient
 
 __all__ = [
+    "AlreadyRegistered",
+    "GrantRevoked",
+    "Lineage",
     "Manifest",
     "ManifestMismatch",
+    "NoGrant",
+    "NotARecipient",
+    "NotRegistered",
+    "Registration",
+    "UnknownParent",
+    "Verification",
     "build_statement",
     "build_training_provenance",
+    "demo_provenance",
     "digest_artifact",
     "digest_file",
+    "lineage",
+    "load_verified",
+    "lookup",
+    "register_artifact",
+    "render_tree",
     "sign_statement",
+    "verify_artifact",
     "verify_envelope",
     "verify_manifest",
+    "write_graph",
 ]

@@ -21,8 +21,9 @@ __all__ = ["CONTRACT_NAMES", "VYPER_VERSION", "Artifact", "compile_source", "loa
 
 #: the compiler the committed artifacts were built with (a development dependency only)
 VYPER_VERSION = "0.4.3"
-CONTRACT_NAMES = ("AnchorRegistry",)
 _HERE = Path(__file__).parent
+#: every contract whose source lies here; each is a singleton a workspace deploys at init
+CONTRACT_NAMES = tuple(sorted(path.stem for path in _HERE.glob("*.vy")))
 
 
 @dataclass(frozen=True, kw_only=True)

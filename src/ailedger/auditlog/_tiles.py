@@ -1,0 +1,204 @@
+"""Merkle hashes kept as tiles, with memory that does not grow with the log.
+
+The tree's hashes are grouped as in C2SP tlog-tiles: tile ``(L, N)`` holds the 256 hashes of
+level ``8L`` numbered ``256N`` to ``256N+255``. Each stored tile also keeps its seven inner
+rows (the nodes of levels ``8L+1 .. 8L+7`` above those hashes), so any node of the tree is one
+lookup: a proof at any size touches at most one tile per tile level (four at 4 billion entries)
+and hashes nothing. Full tiles are written once; the one partial tile per level lives in memory
+(at most 255 hashes a level) and is saved with every commit.
+
+The reader side implements :class:`ailedger.auditlog._merkle.HashReader` over stored-hash
+indexes (Crosby and Wallach's layout), so the proof maths of :mod:`._merkle` runs unchanged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from ailedger.auditlog._merkle import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    node_hash,
+    split_stored_hash_index,
+)
+from ailedger.errors import VerificationError
+
+__all__ = ["TileState", "build_rows", "row_offsets"]
+
+_H = 32
+_CACHE_TILES = 256
+
+
+def build_rows(bottom: Sequence[bytes]) -> bytes:
+    """Concatenate a tile's bottom row and its seven inner rows (``w >> r`` hashes in row r)."""
+    rows = [b"".join(bottom)]
+    row = list(bottom)
+    for _ in range(1, TILE_HEIGHT):
+        row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row) - 1, 2)]
+        rows.append(b"".join(row))
+    return b"".join(rows)
+
+
+def row_offsets(width: int) -> list[int]:
+    """Byte offset of each of the eight rows in a tile blob of ``width``."""
+    offsets, at = [], 0
+    for r in range(TILE_HEIGHT):
+        offsets.append(at)
+        at += (width >> r) * _H
+    return offsets
+
+
+def _tile_root(blob: bytes) -> bytes:
+    top = row_offsets(TILE_WIDTH)[TILE_HEIGHT - 1]
+    return node_hash(blob[top : top + _H], blob[top + _H : top + 2 * _H])
+
+
+class TileState:
+    """The tree of one log: full tiles in SQLite, partial tiles in memory.
+
+    ``conn`` must hold a table ``tiles(level, idx, width, data)``. Appends change memory only;
+    :meth:`take_writes` hands over the rows to write in the caller's transaction.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, size: int) -> None:
+        self._conn = conn
+        self.size = size
+        self._partial: list[list[bytes]] = []
+        self._dirty: set[int] = set()
+        self._full_writes: list[tuple[int, int, int, bytes]] = []
+        self._cache: OrderedDict[tuple[int, int], tuple[int, bytes]] = OrderedDict()
+        self._partial_blob: dict[int, tuple[int, bytes]] = {}
+        self._load_partials()
+
+    def _load_partials(self) -> None:
+        self._partial = []
+        count = self.size
+        level = 0
+        while count > 0:
+            full, width = divmod(count, TILE_WIDTH)
+            bottom: list[bytes] = []
+            if width:
+                row = self._conn.execute(
+                    "SELECT width, data FROM tiles WHERE level = ? AND idx = ?", (level, full)
+                ).fetchone()
+                if row is None or int(row[0]) != width:
+                    raise VerificationError(
+                        f"the log's tile {level}/{full} is missing or has the wrong width "
+                        f"for {self.size} entries"
+                    )
+                data = bytes(row[1])
+                bottom = [data[i * _H : (i + 1) * _H] for i in range(width)]
+            self._partial.append(bottom)
+            count = full
+            level += 1
+
+    # -- appends ------------------------------------------------------------------------------
+
+    def append(self, leaf: bytes) -> None:
+        """Add one leaf hash (memory only until :meth:`take_writes`)."""
+        self._push(0, leaf, self.size)
+        self.size += 1
+
+    def _push(self, level: int, value: bytes, position: int) -> None:
+        while True:
+            if level == len(self._partial):
+                self._partial.append([])
+            bottom = self._partial[level]
+            bottom.append(value)
+            self._dirty.add(level)
+            self._partial_blob.pop(level, None)
+            if len(bottom) < TILE_WIDTH:
+                return
+            blob = build_rows(bottom)
+            index = position // TILE_WIDTH
+            self._full_writes.append((level, index, TILE_WIDTH, blob))
+            self._cache_put((level, index), (TILE_WIDTH, blob))
+            self._partial[level] = []
+            value = _tile_root(blob)
+            position = index
+            level += 1
+
+    def take_writes(self) -> list[tuple[int, int, int, bytes]]:
+        """Rows ``(level, idx, width, data)`` to upsert: finished tiles and changed partials."""
+        writes = self._full_writes
+        self._full_writes = []
+        count = self.size
+        for level in range(len(self._partial)):
+            full = count // TILE_WIDTH
+            if level in self._dirty and self._partial[level]:
+                width, blob = self._partial_rows(level)
+                writes.append((level, full, width, blob))
+            count = full
+        self._dirty.clear()
+        return writes
+
+    def rollback(self, size: int) -> None:
+        """Forget appends after ``size`` (their transaction failed) and reload from disk."""
+        self.size = size
+        self._full_writes = []
+        self._dirty.clear()
+        self._cache.clear()
+        self._partial_blob.clear()
+        self._load_partials()
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def node(self, height: int, k: int) -> bytes:
+        """Hash of node ``k`` at ``height`` (covering leaves ``k*2**height`` onward)."""
+        level, r = divmod(height, TILE_HEIGHT)
+        first = k << r
+        index = first // TILE_WIDTH
+        width, blob = self._tile(level, index)
+        position = (first % TILE_WIDTH) >> r
+        if position >= width >> r:
+            raise VerificationError(f"node {k} at height {height} is not in a tree of {self.size}")
+        at = row_offsets(width)[r] + position * _H
+        return blob[at : at + _H]
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        """The :class:`HashReader` interface over stored-hash indexes."""
+        return [self.node(*split_stored_hash_index(i)) for i in indexes]
+
+    def tile_bottom(self, level: int, index: int, width: int) -> bytes:
+        """The C2SP tile bytes: the first ``width`` hashes of tile ``(level, index)``."""
+        have, blob = self._tile(level, index)
+        if have < width:
+            raise VerificationError(f"tile {level}/{index} has {have} hashes, not {width}")
+        return blob[: width * _H]
+
+    def _tile(self, level: int, index: int) -> tuple[int, bytes]:
+        count = self.size
+        for _ in range(level):
+            count //= TILE_WIDTH
+        full = count // TILE_WIDTH
+        if index == full and level < len(self._partial) and self._partial[level]:
+            return self._partial_rows(level)
+        if index >= full:
+            raise VerificationError(f"tile {level}/{index} is beyond the tree of {self.size}")
+        cached = self._cache.get((level, index))
+        if cached is not None:
+            self._cache.move_to_end((level, index))
+            return cached
+        row = self._conn.execute(
+            "SELECT width, data FROM tiles WHERE level = ? AND idx = ?", (level, index)
+        ).fetchone()
+        if row is None or int(row[0]) != TILE_WIDTH:
+            raise VerificationError(f"the log's tile {level}/{index} is missing")
+        found = (TILE_WIDTH, bytes(row[1]))
+        self._cache_put((level, index), found)
+        return found
+
+    def _partial_rows(self, level: int) -> tuple[int, bytes]:
+        bottom = self._partial[level]
+        cached = self._partial_blob.get(level)
+        if cached is None or cached[0] != len(bottom):
+            cached = (len(bottom), build_rows(bottom))
+            self._partial_blob[level] = cached
+        return cached
+
+    def _cache_put(self, key: tuple[int, int], value: tuple[int, bytes]) -> None:
+        self._cache[key] = value
+        if len(self._cache) > _CACHE_TILES:
+            self._cache.popitem(last=False)

@@ -1,0 +1,260 @@
+"""Anchoring checkpoints on chain, in batches, with receipts that reach finality.
+
+An anchor records (SHA-256 of the origin, size, root) in the ``AnchorRegistry``. One anchor
+covers every entry up to its size, so anchoring every N entries or every T seconds costs one
+transaction per batch, whatever the batch size. Each anchor's receipt moves through::
+
+    pending   the transaction was sent (tx hash known)
+    anchored  it is in a block (block number and hash)
+    final     it is buried under K confirmations
+
+A node outage leaves the newest anchor pending and loses nothing (the next attempt anchors the
+newest checkpoint, which covers the older entries). A reorg that drops an anchor's block is
+seen by :meth:`Anchorer.refresh`, which sends the anchor again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ailedger.auditlog.checkpoint import Checkpoint
+from ailedger.auditlog.log import AuditLog
+from ailedger.auditlog.verify import AnchorClaim
+from ailedger.errors import AiledgerError, InputError, LedgerError, NodeUnavailable
+from ailedger.ledger import AnchorRegistry
+
+__all__ = ["AnchorRecord", "AnchorService", "Anchorer", "chain_anchors"]
+
+
+@dataclass(frozen=True)
+class AnchorRecord:
+    """One anchor of this log as the log remembers it."""
+
+    id: int
+    size: int
+    root: bytes
+    chain_id: int
+    registry: str
+    tx_hash: str | None
+    block_number: int | None
+    block_hash: str | None
+    status: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "root": "0x" + self.root.hex(),
+            "chain_id": self.chain_id,
+            "registry": self.registry,
+            "tx_hash": self.tx_hash,
+            "block_number": self.block_number,
+            "block_hash": self.block_hash,
+            "status": self.status,
+        }
+
+
+class Anchorer:
+    """Anchors one log's checkpoints in one registry and tracks their receipts."""
+
+    def __init__(
+        self,
+        *,
+        log: AuditLog,
+        registry: AnchorRegistry,
+        key: Ed25519PrivateKey,
+        confirmations: int = 1,
+    ) -> None:
+        if confirmations < 1:
+            raise InputError("confirmations must be at least 1")
+        self.log = log
+        self.registry = registry
+        self.key = key
+        self.confirmations = confirmations
+        self.ledger = registry.ledger
+
+    def anchor(self) -> AnchorRecord | None:
+        """Sign a checkpoint of the current log and anchor it; None if already anchored.
+
+        Raises :class:`NodeUnavailable` after the ledger's retries when the node is down; the
+        anchor then stays pending and the next call retries it.
+        """
+        note = self.log.checkpoint(self.key)
+        checkpoint = Checkpoint.parse(note.decode().split("\n\n", 1)[0] + "\n")
+        if checkpoint.size == 0:
+            return None
+        on_chain = self.registry.latest(self.log.origin_hash)
+        if on_chain is not None and on_chain.size >= checkpoint.size:
+            return None
+        record_id = self._insert(checkpoint)
+        pending = self.registry.send_anchor(
+            self.log.origin_hash, checkpoint.size, checkpoint.root_hash
+        )
+        self._update(record_id, status="pending", tx_hash=pending.tx_hash)
+        receipt = self.ledger.wait(pending)
+        self._update(
+            record_id,
+            status="anchored",
+            block_number=receipt.block_number,
+            block_hash=receipt.block_hash,
+        )
+        self.refresh()
+        return self._get(record_id)
+
+    def refresh(self) -> list[AnchorRecord]:
+        """Advance receipts (anchored -> final), re-send anchors a reorg dropped."""
+        head = self.ledger.block_number()
+        for record in self.records():
+            if record.status == "final" or record.chain_id != self.ledger.chain_id:
+                continue
+            if record.block_number is None or not self._still_there(record):
+                self._resend(record)
+                continue
+            if head - record.block_number + 1 >= self.confirmations:
+                self._update(record.id, status="final")
+        return self.records()
+
+    def records(self) -> list[AnchorRecord]:
+        with self.log._db_lock:
+            rows = self.log._conn.execute(
+                "SELECT id, size, root, chain_id, registry, tx_hash, block_number, block_hash, "
+                "status FROM anchors ORDER BY id"
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def _still_there(self, record: AnchorRecord) -> bool:
+        """Whether the chain still holds this anchor, in the block it was mined in."""
+        origin = self.log.origin_hash
+        for index in range(self.registry.count(origin) - 1, -1, -1):
+            anchor = self.registry.anchor_at(origin, index)
+            if anchor.size == record.size:
+                return anchor.root == record.root and anchor.block_number == record.block_number
+            if anchor.size < record.size:
+                return False
+        return False
+
+    def _resend(self, record: AnchorRecord) -> None:
+        latest = self.registry.latest(self.log.origin_hash)
+        if latest is not None and latest.size >= record.size:
+            self._update(record.id, status="superseded")
+            return
+        pending = self.registry.send_anchor(self.log.origin_hash, record.size, record.root)
+        self._update(record.id, status="pending", tx_hash=pending.tx_hash)
+        receipt = self.ledger.wait(pending)
+        self._update(
+            record.id,
+            status="anchored",
+            block_number=receipt.block_number,
+            block_hash=receipt.block_hash,
+        )
+
+    def _insert(self, checkpoint: Checkpoint) -> int:
+        with self.log._db_lock:
+            cursor = self.log._conn.execute(
+                "INSERT INTO anchors (size, root, chain_id, registry, status, updated) "
+                "VALUES (?, ?, ?, ?, 'new', ?)",
+                (
+                    checkpoint.size,
+                    checkpoint.root_hash,
+                    self.ledger.chain_id,
+                    self.registry.address,
+                    time.time(),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def _update(self, record_id: int, **values: Any) -> None:
+        columns = ", ".join(f"{name} = ?" for name in values)
+        with self.log._db_lock:
+            self.log._conn.execute(
+                f"UPDATE anchors SET {columns}, updated = ? WHERE id = ?",  # noqa: S608 - names are ours
+                (*values.values(), time.time(), record_id),
+            )
+
+    def _get(self, record_id: int) -> AnchorRecord:
+        return next(r for r in self.records() if r.id == record_id)
+
+
+class AnchorService:
+    """Anchors in the background every ``every_entries`` entries or ``every_seconds`` seconds.
+
+    Outages are retried at the next tick; the service never raises into the application.
+    ``last_error`` holds the most recent failure, for monitoring.
+    """
+
+    def __init__(
+        self,
+        anchorer: Anchorer,
+        *,
+        every_entries: int = 1000,
+        every_seconds: float = 60.0,
+        tick: float = 0.5,
+    ) -> None:
+        if every_entries < 1 or every_seconds <= 0:
+            raise InputError("anchoring needs every_entries >= 1 and every_seconds > 0")
+        self.anchorer = anchorer
+        self.every_entries = every_entries
+        self.every_seconds = every_seconds
+        self.tick = tick
+        self.last_error: AiledgerError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="auditlog-anchor", daemon=True)
+        self._anchored_size = 0
+        self._anchored_at = time.monotonic()
+
+    def start(self) -> AnchorService:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def step(self) -> AnchorRecord | None:
+        """Anchor now if a threshold is reached (what the thread does every tick)."""
+        size = self.anchorer.log.size
+        waited = time.monotonic() - self._anchored_at
+        due = size - self._anchored_size >= self.every_entries or (
+            waited >= self.every_seconds and size > self._anchored_size
+        )
+        if not due:
+            return None
+        try:
+            record = self.anchorer.anchor()
+        except (NodeUnavailable, LedgerError) as exc:
+            self.last_error = exc
+            return None
+        self.last_error = None
+        self._anchored_size = size
+        self._anchored_at = time.monotonic()
+        return record
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick):
+            self.step()
+
+
+def chain_anchors(registry: AnchorRegistry, origin_hash: bytes) -> list[AnchorClaim]:
+    """Every anchor of a log on chain, as the verifier consumes them."""
+    return [
+        AnchorClaim(index=a.index, size=a.size, root=a.root, block_number=a.block_number)
+        for a in registry.anchors(origin_hash)
+    ]
+
+
+def _record(row: Any) -> AnchorRecord:
+    return AnchorRecord(
+        id=int(row[0]),
+        size=int(row[1]),
+        root=bytes(row[2]),
+        chain_id=int(row[3]),
+        registry=str(row[4]),
+        tx_hash=row[5],
+        block_number=None if row[6] is None else int(row[6]),
+        block_hash=row[7],
+        status=str(row[8]),
+    )

@@ -1,0 +1,144 @@
+"""Log entries: canonical bytes, salted commitments of sensitive fields, decision records.
+
+An entry is the RFC 8785 canonical JSON of a record (a JSON object). A field marked sensitive
+does not enter the tree: it is replaced by ``{"commitment": "sha256:<hex>"}`` where the hash is
+``SHA-256(DOMAIN ‖ salt ‖ canonical JSON of the value)`` with a fresh 32-byte salt. The value
+and its salt are kept off the tree, encrypted under a per-record key, so destroying that key and
+the salt (crypto-shredding) erases the value while every Merkle proof still verifies, and the
+commitment reveals nothing about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ailedger.crypto.canonical import canonical_json
+from ailedger.errors import InputError, VerificationError
+
+__all__ = [
+    "COMMITMENT_DOMAIN",
+    "MAX_ENTRY_BYTES",
+    "PreparedEntry",
+    "commit_value",
+    "decision_record",
+    "encode_record",
+    "open_commitment",
+    "prepare",
+]
+
+#: domain separation for commitments, so they never collide with any other SHA-256 use
+COMMITMENT_DOMAIN = b"ailedger/commitment/v1\n"
+#: entries travel in C2SP entry bundles, whose length prefix is 16 bits
+MAX_ENTRY_BYTES = 65535
+_SAFE_INT = 2**53 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEntry:
+    """An entry's bytes and, for each sensitive field, its salt and canonical plaintext."""
+
+    data: bytes
+    private: tuple[tuple[str, bytes, bytes], ...]  # (field, salt, canonical value)
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """RFC 8785 canonical bytes of a record, with a fast path for plain records.
+
+    Records of strings, safe integers, booleans, nulls, lists and objects with ASCII keys are
+    serialised by the C JSON encoder, whose output is then identical to RFC 8785's; anything
+    else (floats, non-ASCII keys) goes through the reference canonicaliser.
+    """
+    if not isinstance(record, Mapping):
+        raise InputError(f"a log record must be a JSON object, got {type(record).__name__}")
+    if _plain(record):
+        data = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        try:
+            out = data.encode()
+        except UnicodeEncodeError as exc:
+            raise InputError("a log record holds a string that is not valid Unicode") from exc
+    else:
+        out = canonical_json(record)
+    if len(out) > MAX_ENTRY_BYTES:
+        raise InputError(f"a log entry is at most {MAX_ENTRY_BYTES} bytes, this one {len(out)}")
+    return out
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-_SAFE_INT <= value <= _SAFE_INT)
+    if kind is dict:
+        return all(type(k) is str and k.isascii() and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    return False
+
+
+def commit_value(value: Any, salt: bytes) -> tuple[str, bytes]:
+    """Return (commitment string, canonical value bytes) for ``value`` under ``salt``."""
+    canonical = canonical_json(value)
+    digest = hashlib.sha256(COMMITMENT_DOMAIN + salt + canonical).hexdigest()
+    return f"sha256:{digest}", canonical
+
+
+def open_commitment(commitment: str, salt: bytes, canonical: bytes) -> Any:
+    """Check that ``canonical`` under ``salt`` opens ``commitment``; return the decoded value."""
+    digest = hashlib.sha256(COMMITMENT_DOMAIN + salt + canonical).hexdigest()
+    if not hmac.compare_digest(f"sha256:{digest}", commitment):
+        raise VerificationError("a private value does not open its commitment in the log")
+    return json.loads(canonical)
+
+
+def prepare(record: Mapping[str, Any], sensitive: Collection[str] = ()) -> PreparedEntry:
+    """Replace the ``sensitive`` top-level fields by commitments and encode the record."""
+    if not isinstance(record, Mapping):
+        raise InputError(f"a log record must be a JSON object, got {type(record).__name__}")
+    if not sensitive:
+        return PreparedEntry(encode_record(record), ())
+    public = dict(record)
+    private = []
+    for name in sensitive:
+        if name not in public:
+            raise InputError(f"sensitive field {name!r} is not in the record")
+        salt = os.urandom(32)
+        commitment, canonical = commit_value(public[name], salt)
+        public[name] = {"commitment": commitment}
+        private.append((name, salt, canonical))
+    return PreparedEntry(encode_record(public), tuple(private))
+
+
+def decision_record(
+    *,
+    model: str,
+    input: Any,
+    output: Any,
+    actor: str,
+    timestamp: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A decision record: which model, on what input, said what, for whom, when.
+
+    ``input`` is always committed (pass ``sensitive=("input",)`` when appending; see
+    :meth:`ailedger.auditlog.AuditLog.append_decision`). ``timestamp`` defaults to now (UTC,
+    RFC 3339).
+    """
+    if not isinstance(model, str) or not model:
+        raise InputError("a decision names its model by digest, e.g. 'sha256:<hex>'")
+    return {
+        "type": "decision",
+        "model": model,
+        "input": input,
+        "output": output,
+        "actor": actor,
+        "time": timestamp or datetime.now(UTC).isoformat(timespec="microseconds"),
+        "metadata": dict(metadata or {}),
+    }

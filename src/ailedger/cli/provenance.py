@@ -1,0 +1,366 @@
+"""``ailedger provenance``, ``ailedger share`` and ``ailedger keys``: provenance and sharing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit
+from ailedger.config import passphrase_source, workspace_path
+from ailedger.errors import InputError
+
+if TYPE_CHECKING:
+    from ailedger.ledger import Ledger, Receipt
+    from ailedger.provenance.dsse import TrustedKey
+    from ailedger.workspace import Workspace
+
+__all__ = ["keys_app", "provenance_app", "share_app"]
+
+provenance_app = typer.Typer(
+    help="Register datasets and models on chain, verify them, show their lineage.",
+    no_args_is_help=True,
+)
+share_app = typer.Typer(
+    help="Share registered data with the parties granted on chain.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="The workspace's public keys, to hand to others.", no_args_is_help=True)
+
+DigestArg = Annotated[str, typer.Argument(help="A registered digest: 64 hex digits (0x optional).")]
+ResourceOpt = Annotated[
+    str, typer.Option("--resource", "-r", help="The registered digest the file is shared under.")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where to write the result.")]
+KeyArg = Annotated[
+    str,
+    typer.Argument(help="The recipient's X25519 public key: a PEM file, or 64 hex digits."),
+]
+
+
+@provenance_app.command()
+def register(
+    path: Annotated[Path, typer.Argument(help="The file or folder to register.")],
+    kind: Annotated[str, typer.Option(help="dataset or model.")],
+    parent: Annotated[
+        list[str] | None,
+        typer.Option("--parent", help="Digest of a registered parent (repeatable)."),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help="Glob of files to leave out (repeatable).")
+    ] = None,
+    allow_symlinks: Annotated[
+        bool, typer.Option(help="Follow symbolic links that stay inside the folder.")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hash PATH, sign its manifest and register it on chain with its parents."""
+    from ailedger.provenance.registry import parse_digest, register_artifact
+    from ailedger.workspace import Workspace
+
+    parents = [parse_digest(p, "--parent") for p in parent or []]
+    ws = Workspace.open(workspace_path(workspace))
+    secret = passphrase_source()
+    with ws.ledger(rpc=rpc, passphrase=secret) as ledger:
+        reg = register_artifact(
+            ws,
+            ledger,
+            path,
+            kind=kind,
+            signing_key=ws.signing_key(secret),
+            parents=parents,
+            ignore=ignore or [],
+            allow_symlinks=allow_symlinks,
+        )
+    doc = reg.to_json()
+    emit(
+        as_json,
+        doc,
+        f"registered {reg.kind} {doc['digest']}\nblock {reg.block_number}, "
+        f"{doc.get('gas_used')} gas, parents: {len(reg.parents)}",
+    )
+
+
+@provenance_app.command()
+def verify(
+    path: Annotated[Path, typer.Argument(help="The file or folder to check.")],
+    digest: Annotated[
+        str | None, typer.Option(help="The digest PATH should have (default: by its name).")
+    ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(help="Another trusted Ed25519 or P-256 public key, PEM (repeatable)."),
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check PATH against its registration and a trusted signature (exit 1 if it differs)."""
+    from ailedger.provenance.registry import parse_digest, verify_artifact
+    from ailedger.workspace import Workspace
+
+    expected = parse_digest(digest, "--digest") if digest else None
+    ws = Workspace.open(workspace_path(workspace))
+    keys = [ws.public_key(), *(_trusted_key(p) for p in trust or [])]
+    with ws.ledger(rpc=rpc) as ledger:
+        result = verify_artifact(ws, ledger, path, trusted_keys=keys, expected=expected)
+    doc = result.to_json()
+    emit(
+        as_json,
+        doc,
+        f"verified {doc['kind']} {doc['name']} {doc['digest']}\n"
+        f"registered in block {doc['block_number']} by {doc['owner']}, {doc['files']} file(s)",
+    )
+
+
+@provenance_app.command(name="lineage")
+def lineage_cmd(
+    digest: DigestArg,
+    graph: Annotated[
+        Path | None, typer.Option(help="Also draw the lineage into this .svg file.")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what DIGEST was made from: a tree of its registered ancestors."""
+    from ailedger.provenance.lineage import lineage, render_tree, write_graph
+    from ailedger.provenance.registry import parse_digest
+    from ailedger.workspace import Workspace
+
+    target = parse_digest(digest)
+    if graph is not None and graph.suffix.lower() != ".svg":
+        raise InputError(f"--graph must name an .svg file, got {str(graph)!r}")
+    ws = Workspace.open(workspace_path(workspace))
+    with ws.ledger(rpc=rpc) as ledger:
+        found = lineage(ws, ledger, target)
+    if graph is not None:
+        write_graph(found, graph)
+    doc = found.to_json()
+    if graph is not None:
+        doc["graph"] = str(graph)
+    emit(as_json, doc, render_tree(found))
+
+
+@provenance_app.command()
+def statement(
+    digest: DigestArg,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = True,
+) -> None:
+    """Print the signed statement (DSSE envelope) registered for DIGEST, as JSON."""
+    import json
+    import sys
+
+    from ailedger.provenance.registry import load_statement, lookup, parse_digest
+    from ailedger.workspace import Workspace
+
+    target = parse_digest(digest)
+    ws = Workspace.open(workspace_path(workspace))
+    with ws.ledger(rpc=rpc) as ledger:
+        reg = lookup(ws, ledger, target)
+    if reg is None:
+        raise InputError(f"{digest} is not registered")
+    sys.stdout.write(json.dumps(load_statement(ws, reg), sort_keys=True) + "\n")
+
+
+@share_app.command()
+def grant(
+    resource: DigestArg,
+    key: KeyArg,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Grant the X25519 public key KEY access to RESOURCE (you must own it)."""
+    from ailedger.provenance.sharing import grant as grant_access
+
+    _change_grant(grant_access, "granted", resource, key, workspace, rpc, as_json)
+
+
+@share_app.command()
+def revoke(
+    resource: DigestArg,
+    key: KeyArg,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke KEY's grant on RESOURCE; files sealed afterwards exclude it."""
+    from ailedger.provenance.sharing import revoke as revoke_access
+
+    _change_grant(revoke_access, "revoked", resource, key, workspace, rpc, as_json)
+
+
+@share_app.command()
+def grants(
+    resource: DigestArg,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List every key ever granted RESOURCE, live or revoked."""
+    from ailedger.provenance.registry import parse_digest
+    from ailedger.provenance.sharing import grants as list_grants
+    from ailedger.workspace import Workspace
+
+    target = parse_digest(resource)
+    ws = Workspace.open(workspace_path(workspace))
+    with ws.ledger(rpc=rpc) as ledger:
+        found = list_grants(ws, ledger, target)
+    doc = {
+        "resource": "0x" + target.hex(),
+        "grants": [
+            {
+                "key": g.recipient.hex(),
+                "granted_block": g.granted_block,
+                "revoked_block": g.revoked_block,
+                "live": g.live,
+            }
+            for g in found
+        ],
+    }
+    lines = [
+        f"{g.recipient.hex()}  {'live' if g.live else 'revoked in block ' + str(g.revoked_block)}"
+        for g in found
+    ]
+    emit(as_json, doc, "\n".join(lines) or "no grants")
+
+
+@share_app.command(name="seal")
+def seal_cmd(
+    path: Annotated[Path, typer.Argument(help="The file to encrypt.")],
+    resource: ResourceOpt,
+    out: OutOpt,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Encrypt PATH for the keys granted RESOURCE now (and for yourself)."""
+    from ailedger.provenance.registry import parse_digest
+    from ailedger.provenance.sharing import seal
+    from ailedger.workspace import Workspace
+
+    target = parse_digest(resource, "--resource")
+    ws = Workspace.open(workspace_path(workspace))
+    with ws.ledger(rpc=rpc) as ledger:
+        sealed = seal(ws, ledger, path, out, resource=target, passphrase=passphrase_source())
+    emit(
+        as_json,
+        sealed.to_json(),
+        f"sealed {path} into {out} for {len(sealed.recipients)} key(s)",
+    )
+
+
+@share_app.command(name="open")
+def open_cmd(
+    path: Annotated[Path, typer.Argument(help="The sealed file.")],
+    resource: ResourceOpt,
+    out: OutOpt,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decrypt PATH into OUT if the chain grants your key RESOURCE."""
+    from ailedger.provenance.registry import parse_digest
+    from ailedger.provenance.sharing import open_shared
+    from ailedger.workspace import Workspace
+
+    target = parse_digest(resource, "--resource")
+    ws = Workspace.open(workspace_path(workspace))
+    with ws.ledger(rpc=rpc) as ledger:
+        open_shared(ws, ledger, path, out, resource=target, passphrase=passphrase_source())
+    emit(as_json, {"path": str(out), "resource": "0x" + target.hex()}, f"opened into {out}")
+
+
+@keys_app.command()
+def show(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the account, the Ed25519 signing key and the X25519 sharing key (public parts)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from ailedger.crypto import envelope
+    from ailedger.provenance.dsse import key_id
+    from ailedger.provenance.sharing import sharing_public_key
+    from ailedger.workspace import Workspace
+
+    ws = Workspace.open(workspace_path(workspace))
+    ed = ws.public_key()
+    x = sharing_public_key(ws, passphrase_source())
+    doc: dict[str, Any] = {
+        "account": ws.keystore().address,
+        "ed25519": {
+            "keyid": key_id(ed),
+            "pem": ed.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode(),
+        },
+        "x25519": {
+            "hex": envelope.dump_public_key(x, encoding="raw").hex(),
+            "keyid": envelope.key_id(x),
+            "pem": envelope.dump_public_key(x).decode(),
+        },
+    }
+    emit(
+        as_json,
+        doc,
+        f"account  {doc['account']}\n"
+        f"ed25519  keyid {doc['ed25519']['keyid']} (signs statements)\n"
+        f"x25519   {doc['x25519']['hex']} (give this to be granted data)",
+    )
+
+
+def _trusted_key(path: Path) -> TrustedKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read the trusted key {path}: {exc.strerror}") from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InputError(f"{path} is not a PEM public key") from exc
+    if not isinstance(key, Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        raise InputError(f"{path} holds a {type(key).__name__}, not an Ed25519 or P-256 key")
+    return key
+
+
+def _recipient_key(text: str) -> bytes | str:
+    candidate = Path(text)
+    if candidate.is_file():
+        return candidate.read_bytes()
+    return text
+
+
+def _change_grant(
+    action: Callable[[Workspace, Ledger, bytes, Any], Receipt],
+    verb: str,
+    resource: str,
+    key: str,
+    workspace: Path | None,
+    rpc: str | None,
+    as_json: bool,
+) -> None:
+    from ailedger.crypto import envelope
+    from ailedger.provenance.registry import parse_digest
+    from ailedger.provenance.sharing import read_public_key
+    from ailedger.workspace import Workspace
+
+    target = parse_digest(resource)
+    recipient = read_public_key(_recipient_key(key))
+    ws = Workspace.open(workspace_path(workspace))
+    with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:
+        receipt = action(ws, ledger, target, recipient)
+    doc = {
+        "resource": "0x" + target.hex(),
+        "key": envelope.dump_public_key(recipient, encoding="raw").hex(),
+        "tx_hash": receipt.tx_hash,
+        "block_number": receipt.block_number,
+        "gas_used": receipt.gas_used,
+    }
+    emit(as_json, doc, f"{verb} {doc['key']} on {doc['resource']} in block {receipt.block_number}")

@@ -1,0 +1,133 @@
+"""Anchoring checkpoints on both backends: receipts, outages, reorgs, batching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ailedger.auditlog.anchoring import Anchorer, AnchorService, chain_anchors
+from ailedger.auditlog.log import AuditLog
+from ailedger.auditlog.verify import DirectorySource, verify_export
+from ailedger.errors import NodeUnavailable, VerificationError
+from ailedger.ledger import AnchorRegistry, Ledger
+from tests.conftest import FAST, AnvilNode, Chain, new_signer
+
+
+@pytest.fixture
+def log(tmp_path: Path):  # type: ignore[no-untyped-def]
+    opened = AuditLog.open(tmp_path / "log.sqlite", origin="anchor.example/log")
+    yield opened
+    opened.close()
+
+
+def test_anchor_covers_the_log_and_verifies(chain: Chain, log: AuditLog, tmp_path: Path) -> None:
+    registry = AnchorRegistry.deploy(chain.ledger(new_signer()))
+    key = Ed25519PrivateKey.generate()
+    anchorer = Anchorer(log=log, registry=registry, key=key)
+    assert anchorer.anchor() is None  # an empty log has nothing to anchor
+    log.append_many({"i": i} for i in range(1000))
+    first = anchorer.anchor()
+    assert first is not None
+    assert (first.size, first.status) == (1000, "final")
+    assert first.tx_hash is not None and first.block_number is not None
+    assert anchorer.anchor() is None  # nothing new
+    log.append_many({"i": i} for i in range(1000, 1500))
+    second = anchorer.anchor()
+    assert second is not None and second.size == 1500
+    claims = chain_anchors(registry, log.origin_hash)
+    assert [(c.size, c.root) for c in claims] == [(1000, log.root(1000)), (1500, log.root())]
+    log.export(tmp_path / "export")
+    report = verify_export(
+        DirectorySource(tmp_path / "export"), log.verifier(key.public_key()), anchors=claims
+    )
+    assert report.anchors == 2
+
+
+def test_gas_per_entry_falls_with_batch_size(chain: Chain, log: AuditLog) -> None:
+    registry = AnchorRegistry.deploy(chain.ledger(new_signer()))
+    anchorer = Anchorer(log=log, registry=registry, key=Ed25519PrivateKey.generate())
+    gas = []
+    for batch in (1, 100, 1000):
+        log.append_many({"b": batch, "i": i} for i in range(batch))
+        record = anchorer.anchor()
+        assert record is not None and record.tx_hash is not None
+        gas.append(registry.ledger.w3.eth.get_transaction_receipt(record.tx_hash)["gasUsed"])
+    assert abs(gas[1] - gas[2]) < 200  # one anchor per batch, whatever its size (calldata aside)
+    assert gas[2] / 1000 < gas[0] / 10
+
+
+def test_service_anchors_every_n_entries(chain: Chain, log: AuditLog) -> None:
+    registry = AnchorRegistry.deploy(chain.ledger(new_signer()))
+    anchorer = Anchorer(log=log, registry=registry, key=Ed25519PrivateKey.generate())
+    service = AnchorService(anchorer, every_entries=50, every_seconds=3600)
+    log.append_many({"i": i} for i in range(49))
+    assert service.step() is None
+    log.append({"i": 49})
+    made = service.step()
+    assert made is not None and made.size == 50
+    assert service.step() is None
+
+
+def test_outage_delays_anchoring_and_loses_nothing(own_anvil: AnvilNode, log: AuditLog) -> None:
+    signer = new_signer()
+    own_anvil.fund(signer.address)
+    ledger = Ledger.connect(own_anvil.url, signer=signer, settings=FAST)
+    registry = AnchorRegistry.deploy(ledger)
+    anchorer = Anchorer(log=log, registry=registry, key=Ed25519PrivateKey.generate())
+    service = AnchorService(anchorer, every_entries=10, every_seconds=3600)
+    log.append_many({"i": i} for i in range(10))
+    assert service.step() is not None
+    own_anvil.stop()
+    log.append_many({"i": i} for i in range(10, 30))
+    assert service.step() is None
+    assert isinstance(service.last_error, NodeUnavailable)
+    assert log.size == 30
+    own_anvil.start()
+    made = service.step()
+    assert made is not None and made.size == 30
+    assert service.last_error is None
+    assert [c.size for c in chain_anchors(registry, log.origin_hash)] == [10, 30]
+
+
+def test_reorg_that_drops_an_anchor_is_resent(anvil: AnvilNode, log: AuditLog) -> None:
+    signer = new_signer()
+    anvil.fund(signer.address)
+    ledger = Ledger.connect(anvil.url, signer=signer, settings=FAST)
+    registry = AnchorRegistry.deploy(ledger)
+    anchorer = Anchorer(
+        log=log, registry=registry, key=Ed25519PrivateKey.generate(), confirmations=3
+    )
+    log.append_many({"i": i} for i in range(20))
+    snapshot = anvil.rpc("evm_snapshot")
+    made = anchorer.anchor()
+    assert made is not None and made.status == "anchored"  # one block deep, 3 needed
+    anvil.rpc("evm_revert", snapshot)
+    assert registry.latest(log.origin_hash) is None
+    records = anchorer.refresh()
+    assert records[-1].status in ("anchored", "final")
+    assert records[-1].block_number is not None
+    latest = registry.latest(log.origin_hash)
+    assert latest is not None and (latest.size, latest.root) == (20, log.root())
+    anvil.rpc("evm_mine")
+    anvil.rpc("evm_mine")
+    assert anchorer.refresh()[-1].status == "final"
+
+
+def test_anchor_of_a_rewritten_log_is_caught(chain: Chain, log: AuditLog, tmp_path: Path) -> None:
+    registry = AnchorRegistry.deploy(chain.ledger(new_signer()))
+    key = Ed25519PrivateKey.generate()
+    log.append_many({"i": i} for i in range(30))
+    Anchorer(log=log, registry=registry, key=key).anchor()
+    rewritten = AuditLog.open(tmp_path / "rewritten.sqlite", origin=log.origin)
+    rewritten.append_many({"i": i if i != 3 else -3} for i in range(40))
+    rewritten.checkpoint(key)
+    rewritten.export(tmp_path / "rewritten")
+    rewritten.close()
+    with pytest.raises(VerificationError, match=r"anchor #0 on chain"):
+        verify_export(
+            DirectorySource(tmp_path / "rewritten"),
+            log.verifier(key.public_key()),
+            anchors=chain_anchors(registry, log.origin_hash),
+        )

@@ -1,0 +1,249 @@
+"""The stored log: exact RFC 6962 roots and proofs, durability, privacy, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ailedger.auditlog import _merkle
+from ailedger.auditlog.log import AuditLog
+from ailedger.auditlog.proof import verify_receipt
+from ailedger.auditlog.records import encode_record
+from ailedger.auditlog.verify import DirectorySource, verify_export, verify_stored
+from ailedger.errors import InputError, VerificationError, WorkspaceError, WorkspaceLocked
+
+ORIGIN = "test.example/log"
+
+
+@pytest.fixture
+def log(tmp_path: Path):  # type: ignore[no-untyped-def]
+    opened = AuditLog.open(tmp_path / "log.sqlite", origin=ORIGIN)
+    yield opened
+    opened.close()
+
+
+def leaves_of(log: AuditLog) -> list[bytes]:
+    return [_merkle.leaf_hash(data) for _, data in log.entries()]
+
+
+@pytest.mark.parametrize("batches", [[1], [255, 1], [256], [257], [300, 300, 70000]])
+def test_roots_match_the_reference_at_every_tile_boundary(
+    log: AuditLog, batches: list[int]
+) -> None:
+    count = 0
+    for batch in batches:
+        log.append_many({"n": count + i} for i in range(batch))
+        count += batch
+    leaves = leaves_of(log)
+    assert len(leaves) == log.size == count
+    for size in {1, 2, 255, 256, 257, 511, 512, 65535, 65536, 65537, count} - {0}:
+        if size <= count:
+            assert log.root(size) == _merkle.root_from_leaf_hashes(leaves[:size]), size
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_stored_proofs_verify(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    path = tmp_path_factory.mktemp("proofs") / "log.sqlite"
+    with AuditLog.open(path, origin=ORIGIN) as log:
+        n = data.draw(st.integers(1, 700))
+        log.append_many({"i": i} for i in range(n))
+        leaves = leaves_of(log)
+        size = data.draw(st.integers(1, n))
+        index = data.draw(st.integers(0, size - 1))
+        root = log.root(size)
+        _merkle.verify_inclusion(log.prove_inclusion(index, size), index, size, leaves[index], root)
+        old = data.draw(st.integers(1, size))
+        proof = log.prove_consistency(old, size)
+        _merkle.verify_consistency(proof, old, size, log.root(old), root)
+
+
+def test_reopen_and_readers_follow_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    with AuditLog.open(path, origin=ORIGIN) as writer:
+        writer.append_many({"i": i} for i in range(300))
+        reader = AuditLog.open(path, writable=False)
+        assert reader.size == 300
+        writer.append_many({"i": i} for i in range(300, 600))
+        assert reader.size == 600
+        assert reader.root() == writer.root()
+        with pytest.raises(WorkspaceError, match="read-only"):
+            reader.append({"x": 1})
+        reader.close()
+    with AuditLog.open(path) as again:
+        assert again.origin == ORIGIN
+        assert again.size == 600
+        again.append({"i": 600})
+        assert again.root() == _merkle.root_from_leaf_hashes(leaves_of(again))
+
+
+def test_origin_is_fixed(tmp_path: Path) -> None:
+    AuditLog.open(tmp_path / "log.sqlite", origin=ORIGIN).close()
+    with pytest.raises(WorkspaceError, match=r"not 'other\.example/log'"):
+        AuditLog.open(tmp_path / "log.sqlite", origin="other.example/log")
+    with pytest.raises(InputError, match="one word"):
+        AuditLog.open(tmp_path / "new.sqlite", origin="has space")
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    with AuditLog.open(tmp_path / "log.sqlite", origin=ORIGIN), pytest.raises(WorkspaceLocked):
+        AuditLog.open(tmp_path / "log.sqlite", lock_timeout=0.1)
+
+
+def test_concurrent_appends_are_sequenced(log: AuditLog) -> None:
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def work(worker: int) -> None:
+        for i in range(50):
+            index = log.append({"worker": worker, "i": i})
+            with lock:
+                got.append(index)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == list(range(200))
+    assert log.size == 200
+    assert log.root() == _merkle.root_from_leaf_hashes(leaves_of(log))
+
+
+def test_sensitive_fields_are_committed_and_erasable(log: AuditLog, tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    index = log.append_decision(
+        model="sha256:" + "ab" * 32, input={"age": 52, "name": "Ada"}, output=1, actor="svc"
+    )
+    entry = log.show(index)
+    assert "Ada" not in entry.data.decode()
+    assert entry.record["input"]["commitment"].startswith("sha256:")
+    assert entry.private == {"input": {"age": 52, "name": "Ada"}}
+    # the same input committed twice gives different commitments (fresh salt)
+    again = log.show(
+        log.append_decision(
+            model="sha256:" + "ab" * 32, input={"age": 52, "name": "Ada"}, output=1, actor="svc"
+        )
+    )
+    assert again.record["input"] != entry.record["input"]
+    log.checkpoint(key)
+    assert log.erase(index) is True
+    assert log.erase(index) is False
+    assert log.show(index).private == {"input": None}
+    assert log.show(index).data == entry.data
+    db = sqlite3.connect(log.path)
+    assert db.execute("SELECT count(*) FROM private WHERE idx = ?", (index,)).fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM record_keys WHERE idx = ?", (index,)).fetchone()[0] == 0
+    db.close()
+    verify_stored(log, log.verifier(key.public_key()), deep=True)
+    log.export(tmp_path / "export")
+    verify_export(DirectorySource(tmp_path / "export"), log.verifier(key.public_key()))
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ([1, 2], "must be a JSON object"),
+        ({"x": float("nan")}, "cannot be canonicalised"),
+        ({"x": "y" * 70000}, "at most 65535 bytes"),
+        ({1: "not a string key"}, "cannot be canonicalised"),
+    ],
+)
+def test_bad_records_are_refused_and_nothing_is_written(
+    log: AuditLog, record: object, message: str
+) -> None:
+    log.append({"ok": True})
+    with pytest.raises(InputError, match=message):
+        log.append_many([{"fine": 1}, record])  # type: ignore[list-item]
+    assert log.size == 1
+
+
+def test_sensitive_field_must_exist(log: AuditLog) -> None:
+    with pytest.raises(InputError, match="'ssn' is not in the record"):
+        log.append({"a": 1}, sensitive=("ssn",))
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), JSON, max_size=5))
+def test_fast_canonical_path_equals_rfc8785(record: dict[str, object]) -> None:
+    try:
+        expected = rfc8785.dumps(record)
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError):
+        return
+    if len(expected) > 65535:
+        return
+    assert encode_record(record) == expected
+
+
+def test_checkpoints_receipts_and_refusing_a_fork(log: AuditLog) -> None:
+    key = Ed25519PrivateKey.generate()
+    log.append_many({"i": i} for i in range(40))
+    first = log.checkpoint(key)
+    assert log.checkpoint(key) == first
+    log.append_many({"i": i} for i in range(40, 90))
+    second = log.checkpoint(key)
+    assert [size for size, _ in log.checkpoints()] == [40, 90]
+    receipt = log.receipt(17, checkpoint=first)
+    checked = verify_receipt(
+        receipt.to_bytes(), [log.verifier(key.public_key())], entry=log.entry_data(17)
+    )
+    assert (checked.size, checked.root_hash) == (40, log.root(40))
+    with pytest.raises(InputError, match="not covered"):
+        log.receipt(50, checkpoint=first)
+    assert second.startswith(ORIGIN.encode())
+    # rewrite a stored hash behind the log's back: it must refuse to sign what follows
+    log.append({"i": 90})
+    db = sqlite3.connect(log.path)
+    db.execute("UPDATE tiles SET data = zeroblob(length(data)) WHERE level = 0 AND idx = 0")
+    db.commit()
+    db.close()
+    log.close()
+    with AuditLog.open(log.path) as reopened, pytest.raises(VerificationError, match="forked"):
+        reopened.checkpoint(key)
+
+
+def test_export_is_c2sp_tiles(log: AuditLog, tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    log.append_many({"i": i} for i in range(70000))
+    log.checkpoint(key)
+    out = tmp_path / "export"
+    assert log.export(out) == 70000
+    for tile in _merkle.tiles_for_size(70000):
+        data = (out / tile.path()).read_bytes()
+        assert len(data) == 32 * tile.width
+    bundle = _merkle.decode_entry_bundle((out / _merkle.entries_path(3)).read_bytes())
+    assert [json.loads(b)["i"] for b in bundle] == list(range(768, 1024))
+    assert (out / "tile/entries/273.p/112").exists()
+    # a level-1 hash is the root of the level-0 tile beneath it
+    level0 = (out / "tile/0/005").read_bytes()
+    level1 = (out / "tile/1/000").read_bytes()
+    assert len((out / "tile/1/001.p/17").read_bytes()) == 17 * 32
+    assert len((out / "tile/2/000.p/1").read_bytes()) == 32
+    leaves = [level0[i : i + 32] for i in range(0, len(level0), 32)]
+    assert level1[5 * 32 : 6 * 32] == _merkle.root_from_leaf_hashes(leaves)
+    report = verify_export(DirectorySource(out), log.verifier(key.public_key()))
+    assert report.size == 70000
+    assert report.root == log.root()
