@@ -1,13 +1,19 @@
 """The main job, end to end on the embedded chain, in a fresh temporary workspace.
 
-So far it shows the ledger: a workspace is created with its keys and contracts, checkpoints are
-anchored on the embedded chain, the chain is closed, and a second process reads the anchors
-back from the workspace, as an auditor would. Each capability adds its part as it lands.
+1. A workspace is created: keys, settings, the contracts on the embedded chain.
+2. A dataset (scikit-learn's digits) is written to a file and will be registered.
+3. Four organisations train one model through the federated protocol on chain; one of them
+   sends poisoned updates and is excluded by the others.
+4. The dataset and the model are registered on chain with their lineage, and the model is
+   loaded only through ``load_verified``.
+5. The model serves predictions; each decision goes into the audit log (inputs committed).
+6. The log's checkpoint is anchored on chain.
+7. An outside auditor, in another process, verifies the exported log against the log's public
+   key and the chain; a tampered copy of the export is rejected with the entry named.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import subprocess
@@ -16,6 +22,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ailedger.errors import VerificationError
 from ailedger.workspace import Workspace
@@ -36,52 +44,146 @@ def run_demo(say: Callable[[str], None], *, keep: Path | None = None) -> dict[st
 
 
 def _run(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    from ailedger.auditlog import Anchorer, AuditLog, audited
+    from ailedger.federated._demo import demo_training
+    from ailedger.federated.data import load_dataset
+    from ailedger.federated.models import make_model
+    from ailedger.provenance import demo_provenance
+    from ailedger.provenance.loading import load_verified
+
     passphrase = secrets.token_urlsafe(24)
+    secret = lambda: passphrase  # noqa: E731 - a one-line callback
     say(f"1. init: a workspace with fresh keys at {path}")
-    workspace = Workspace.init(path, passphrase=lambda: passphrase)
-    origin_name = "demo.ailedger.local/decisions"
-    origin = hashlib.sha256(origin_name.encode()).digest()
-    roots: list[tuple[int, bytes]] = []
-    with workspace.ledger(passphrase=lambda: passphrase) as ledger:
-        registry = workspace.anchor_registry(ledger)
-        say(
-            f"   chain {ledger.chain_id} (embedded), account {ledger.account}, "
-            f"AnchorRegistry at {registry.address}"
+    workspace = Workspace.init(path, passphrase=secret)
+    report: dict[str, Any] = {"workspace": str(path)}
+    data_dir = path.parent / "data"
+    data_dir.mkdir(exist_ok=True)
+    dataset = load_dataset("digits", seed=0)
+    dataset_path = data_dir / "digits.npz"
+    np.savez(
+        dataset_path,
+        x_train=dataset.x_train,
+        y_train=dataset.y_train,
+        x_test=dataset.x_test,
+        y_test=dataset.y_test,
+    )
+    say(f"2. data: digits, {len(dataset.y_train)} training and {len(dataset.y_test)} test rows")
+    with workspace.ledger(passphrase=secret) as ledger:
+        say(f"   chain {ledger.chain_id} (embedded), account {ledger.account}")
+        say("3. train: 4 parties through the TrainingTask contract, one sends poisoned updates")
+        training = demo_training(
+            ledger,
+            blobs_dir=workspace.blobs_dir / "training",
+            contract_address=workspace.contract_address(ledger.chain_id, "TrainingTask"),
+            workspace=workspace,
+            say=lambda line: say("   " + line),
         )
-        say(f"2. anchor: three checkpoints of the log {origin_name!r}")
-        for size in (1, 5, 12):
-            root = hashlib.sha256(f"{origin_name} root at size {size}".encode()).digest()
-            receipt = registry.anchor(origin, size, root)
-            roots.append((size, root))
-            say(f"   size {size:>2}  root {root.hex()[:16]}…  block {receipt.block_number}")
-    say("3. restart: the chain is closed; a new process opens the workspace and reads it back")
-    completed = subprocess.run(
+        if not training["malicious_excluded"]:
+            raise VerificationError("the malicious party was not excluded")
+        say(
+            f"   final test accuracy {training['final_accuracy']:.3f}; excluded "
+            f"{', '.join(a[:10] for a in training['excluded'])} (the malicious party)"
+        )
+        model_path = data_dir / "model.npz"
+        spec = training["model_spec"]
+        np.savez(model_path, params=training["params"], spec=json.dumps(spec))
+        say("4. provenance: register the dataset, then the model with the dataset as parent")
+        provenance = demo_provenance(workspace, secret, dataset_path, model_path, ledger=ledger)
+        model_digest = str(provenance["model"]["digest"])
+        say(f"   model {model_digest[:24]}… registered with lineage; loaded through load_verified")
+        loaded = load_verified(
+            model_path, trusted_keys=[workspace.public_key()], workspace=workspace, ledger=ledger
+        )
+        model = make_model(
+            str(spec["model"]),
+            num_features=dataset.num_features,
+            num_classes=dataset.num_classes,
+            **({"hidden": int(spec["hidden"])} if "hidden" in spec else {}),
+        )
+        params = np.asarray(loaded["params"], dtype=np.float64)
+        say("5. serve: 50 predictions, each decision logged with its input committed")
+        with AuditLog.for_workspace(workspace) as log:
+
+            def classify(rows: Any) -> Any:
+                return model.predict(params, np.asarray(rows, dtype=np.float64))
+
+            served = audited(classify, log=log, actor="demo-clinic", model_digest=model_digest)
+            predictions = [int(served(dataset.x_test[i : i + 1])[0]) for i in range(50)]
+            correct = sum(
+                p == int(y) for p, y in zip(predictions, dataset.y_test[:50], strict=True)
+            )
+            say(f"   {correct}/50 correct; the log holds {log.size} entries")
+            say("6. anchor: sign a checkpoint and anchor it on chain")
+            anchor = Anchorer(
+                log=log,
+                registry=workspace.anchor_registry(ledger),
+                key=workspace.signing_key(secret),
+            ).anchor()
+            if anchor is None:
+                raise VerificationError("nothing was anchored")
+            say(f"   size {anchor.size} anchored in block {anchor.block_number} ({anchor.status})")
+            export = path.parent / "export"
+            log.export(export)
+            verifier_key = log.verifier_key(workspace.public_key())
+    say("7. audit: another process verifies the export with the public key and the chain")
+    audit = _verify(export, verifier_key, path)
+    if audit.returncode != 0:
+        raise VerificationError(f"the auditor rejected the log: {audit.stderr.strip()}")
+    verified = json.loads(audit.stdout)
+    say(
+        f"   verified: {verified['size']} entries, {verified['checkpoints']} checkpoint(s), "
+        f"{verified['anchors']} anchor(s) on chain"
+    )
+    tampered = _tamper(export, path.parent / "tampered")
+    rejected = _verify(tampered, verifier_key, path)
+    if rejected.returncode != 1:
+        raise VerificationError("a tampered export was not rejected")
+    say(f"   a tampered copy is rejected: {rejected.stderr.strip().removeprefix('error: ')}")
+    report.update(
+        training={k: v for k, v in training.items() if k not in ("params", "rounds")},
+        provenance=provenance,
+        decisions=len(predictions),
+        correct=correct,
+        anchor=anchor.to_json(),
+        audit=verified,
+        tampering_detected=True,
+        ok=True,
+    )
+    return report
+
+
+def _verify(export: Path, key: str, workspace: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "ailedger",
-            "chain",
-            "anchors",
-            "0x" + origin.hex(),
+            "verify",
+            str(export),
+            "--key",
+            key,
             "--workspace",
-            str(path),
+            str(workspace),
             "--json",
         ],
         capture_output=True,
         text=True,
         check=False,
     )
-    if completed.returncode != 0:
-        raise VerificationError(f"reading the anchors back failed: {completed.stderr.strip()}")
-    read_back = json.loads(completed.stdout)["anchors"]
-    found = [(a["size"], bytes.fromhex(a["root"][2:])) for a in read_back]
-    if found != roots:
-        raise VerificationError("the anchors read back differ from those written")
-    say(f"4. verified: the other process read all {len(found)} anchors, identical")
-    return {
-        "workspace": str(path),
-        "origin": "0x" + origin.hex(),
-        "anchors_written": len(roots),
-        "anchors_read_back": len(found),
-        "ok": True,
-    }
+
+
+def _tamper(export: Path, copy: Path) -> Path:
+    """A copy of the export in which one logged decision's output was changed."""
+    import shutil
+
+    from ailedger.auditlog import _merkle
+
+    shutil.copytree(export, copy)
+    bundle = next(p for p in sorted((copy / "tile" / "entries").rglob("*")) if p.is_file())
+    entries = _merkle.decode_entry_bundle(bundle.read_bytes())
+    victim = len(entries) - 1
+    record = json.loads(entries[victim])
+    record["output"] = "tampered"
+    entries[victim] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    bundle.write_bytes(_merkle.encode_entry_bundle(entries))
+    return copy

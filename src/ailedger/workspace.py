@@ -19,7 +19,7 @@ import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -27,14 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ailedger._fs import write_atomic
 from ailedger.crypto.keys import generate_signing_key, load_public_key, load_signing_key
 from ailedger.errors import InputError, LedgerError, WorkspaceError
-from ailedger.ledger import (
-    AnchorRegistry,
-    Keystore,
-    Ledger,
-    LedgerSettings,
-    Signer,
-)
-from ailedger.ledger.contracts import CONTRACT_NAMES, load_artifact
+from ailedger.ledger._settings import LedgerSettings
+
+if TYPE_CHECKING:
+    from ailedger.ledger import AnchorRegistry, Keystore, Ledger, Signer
 
 __all__ = ["DEFAULT_DIRNAME", "Workspace"]
 
@@ -118,6 +114,8 @@ class Workspace:
         chain.setdefault("backend", "embedded")
         workspace = cls(path=path, config=config)
         workspace._validate()
+        from ailedger.ledger import AnchorRegistry, Keystore
+
         if not workspace.keystore_path.exists():
             Keystore.create(workspace.keystore_path, passphrase(), unsafe_fast_kdf=unsafe_fast_kdf)
         if not workspace.signing_key_path.exists():
@@ -157,9 +155,13 @@ class Workspace:
     # -- keys -----------------------------------------------------------------------------
 
     def keystore(self) -> Keystore:
+        from ailedger.ledger import Keystore
+
         return Keystore.load(self.keystore_path)
 
     def signer(self, passphrase: Passphrase) -> Signer:
+        from ailedger.ledger import Signer
+
         return Signer.from_keystore(self.keystore(), passphrase)
 
     def signing_key(self, passphrase: Passphrase) -> Ed25519PrivateKey:
@@ -180,6 +182,8 @@ class Workspace:
 
         Without ``passphrase`` the ledger can read but not sign.
         """
+        from ailedger.ledger import Ledger
+
         chain = self.config.get("chain", {})
         signer = self.signer(passphrase) if passphrase is not None else None
         if rpc is None and chain.get("backend") == "rpc":
@@ -216,11 +220,15 @@ class Workspace:
 
     def anchor_registry(self, ledger: Ledger) -> AnchorRegistry:
         """The workspace's AnchorRegistry on ``ledger``'s chain."""
+        from ailedger.ledger import AnchorRegistry
+
         address = self.contract_address(ledger.chain_id, AnchorRegistry.NAME)
         return AnchorRegistry(ledger=ledger, address=address)
 
     def _setup_contracts(self, ledger: Ledger, given: dict[str, str]) -> None:
         """Check the contracts the config (or ``given``) names; deploy the missing ones."""
+        from ailedger.ledger.contracts import CONTRACT_NAMES, load_artifact
+
         contracts = self.config.setdefault("contracts", {}).setdefault(str(ledger.chain_id), {})
         for name in CONTRACT_NAMES:
             artifact = load_artifact(name)

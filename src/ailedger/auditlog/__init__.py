@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from ailedger.auditlog.anchoring import Anchorer, AnchorService, chain_anchors
+from ailedger.auditlog.audited import audited
 from ailedger.auditlog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from ailedger.auditlog.events import record_event
+from ailedger.auditlog.log import AuditLog, LogEntry
 from ailedger.auditlog.note import (
     NoteVerifier,
     open_note,
@@ -11,16 +15,39 @@ from ailedger.auditlog.note import (
     verifier_key,
 )
 from ailedger.auditlog.proof import Receipt, verify_receipt
+from ailedger.auditlog.records import decision_record
+from ailedger.auditlog.verify import (
+    AnchorClaim,
+    DirectorySource,
+    HttpSource,
+    VerifyReport,
+    verify_export,
+    verify_stored,
+)
 
 __all__ = [
+    "AnchorClaim",
+    "AnchorService",
+    "Anchorer",
+    "AuditLog",
     "Checkpoint",
+    "DirectorySource",
+    "HttpSource",
+    "LogEntry",
     "NoteVerifier",
     "Receipt",
+    "VerifyReport",
+    "audited",
+    "chain_anchors",
+    "decision_record",
     "open_checkpoint",
     "open_note",
     "parse_verifier_key",
+    "record_event",
     "sign_checkpoint",
     "sign_note",
     "verifier_key",
+    "verify_export",
     "verify_receipt",
+    "verify_stored",
 ]

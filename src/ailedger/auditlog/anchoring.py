@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -26,7 +26,9 @@ from ailedger.auditlog.checkpoint import Checkpoint
 from ailedger.auditlog.log import AuditLog
 from ailedger.auditlog.verify import AnchorClaim
 from ailedger.errors import AiledgerError, InputError, LedgerError, NodeUnavailable
-from ailedger.ledger import AnchorRegistry
+
+if TYPE_CHECKING:
+    from ailedger.ledger import AnchorRegistry
 
 __all__ = ["AnchorRecord", "AnchorService", "Anchorer", "chain_anchors"]
 

@@ -564,17 +564,19 @@ class AuditLog:
 def _encrypt_private(
     first: int, batch: Sequence[PreparedEntry]
 ) -> tuple[list[tuple[int, str, bytes, bytes, bytes]], list[tuple[int, bytes]]]:
+    """Encrypt each record's private values under a fresh per-record key (AES-256-GCM)."""
     private_rows = []
     key_rows = []
     for offset, entry in enumerate(batch):
         if not entry.private:
             continue
         index = first + offset
-        key = AESGCM.generate_key(bit_length=256)
+        randomness = os.urandom(32 + 12 * len(entry.private))
+        key = randomness[:32]
         aead = AESGCM(key)
         key_rows.append((index, key))
-        for name, salt, canonical in entry.private:
-            nonce = os.urandom(12)
+        for number, (name, salt, canonical) in enumerate(entry.private):
+            nonce = randomness[32 + 12 * number : 44 + 12 * number]
             ciphertext = aead.encrypt(nonce, canonical, _aad(index, name))
             private_rows.append((index, name, salt, nonce, ciphertext))
     return private_rows, key_rows

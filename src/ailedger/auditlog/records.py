@@ -26,6 +26,7 @@ __all__ = [
     "COMMITMENT_DOMAIN",
     "MAX_ENTRY_BYTES",
     "PreparedEntry",
+    "canonical_value",
     "commit_value",
     "decision_record",
     "encode_record",
@@ -49,43 +50,71 @@ class PreparedEntry:
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
-    """RFC 8785 canonical bytes of a record, with a fast path for plain records.
-
-    Records of strings, safe integers, booleans, nulls, lists and objects with ASCII keys are
-    serialised by the C JSON encoder, whose output is then identical to RFC 8785's; anything
-    else (floats, non-ASCII keys) goes through the reference canonicaliser.
-    """
+    """RFC 8785 canonical bytes of a record (a JSON object), at most 64 KiB."""
     if not isinstance(record, Mapping):
         raise InputError(f"a log record must be a JSON object, got {type(record).__name__}")
-    if _plain(record):
-        data = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        try:
-            out = data.encode()
-        except UnicodeEncodeError as exc:
-            raise InputError("a log record holds a string that is not valid Unicode") from exc
-    else:
-        out = canonical_json(record)
+    out = canonical_value(record)
     if len(out) > MAX_ENTRY_BYTES:
         raise InputError(f"a log entry is at most {MAX_ENTRY_BYTES} bytes, this one {len(out)}")
     return out
 
 
+def canonical_value(value: Any) -> bytes:
+    """RFC 8785 canonical bytes of any JSON value, with a fast path for plain values.
+
+    Values made of strings, safe integers, booleans, nulls, lists and objects with ASCII keys
+    are serialised by the C JSON encoder, whose output is then identical to RFC 8785's;
+    anything else (floats, non-ASCII keys) goes through the reference canonicaliser.
+    """
+    if _plain(value):
+        data = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return data.encode()
+        except UnicodeEncodeError as exc:
+            raise InputError("a log record holds a string that is not valid Unicode") from exc
+    return canonical_json(value)
+
+
 def _plain(value: Any) -> bool:
+    """Whether the C JSON encoder's sorted, compact output is already RFC 8785 for ``value``.
+
+    Written as loops with the scalar cases inline: it runs once per logged record.
+    """
     kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            item_kind = type(item)
+            if item_kind is str or item_kind is bool or item is None:
+                continue
+            if item_kind is int:
+                if not -_SAFE_INT <= item <= _SAFE_INT:
+                    return False
+            elif not _plain(item):
+                return False
+        return True
+    if kind is list:
+        for item in value:
+            item_kind = type(item)
+            if item_kind is str or item_kind is bool or item is None:
+                continue
+            if item_kind is int:
+                if not -_SAFE_INT <= item <= _SAFE_INT:
+                    return False
+            elif not _plain(item):
+                return False
+        return True
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
         return bool(-_SAFE_INT <= value <= _SAFE_INT)
-    if kind is dict:
-        return all(type(k) is str and k.isascii() and _plain(v) for k, v in value.items())
-    if kind is list:
-        return all(_plain(v) for v in value)
     return False
 
 
 def commit_value(value: Any, salt: bytes) -> tuple[str, bytes]:
     """Return (commitment string, canonical value bytes) for ``value`` under ``salt``."""
-    canonical = canonical_json(value)
+    canonical = canonical_value(value)
     digest = hashlib.sha256(COMMITMENT_DOMAIN + salt + canonical).hexdigest()
     return f"sha256:{digest}", canonical
 

@@ -18,6 +18,8 @@ from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_consol
 from ailedger.cli.chain import chain_app
 from ailedger.cli.log import log_app, verify
 from ailedger.cli.provenance import keys_app, provenance_app, share_app
+from ailedger.cli.train import train_app
+from ailedger.cli.train_protocol import create_command, join_command  # noqa: F401 (registers)
 from ailedger.config import passphrase_source, workspace_path
 from ailedger.errors import AiledgerError
 
@@ -36,6 +38,7 @@ app.command()(verify)
 app.add_typer(provenance_app, name="provenance")
 app.add_typer(share_app, name="share")
 app.add_typer(keys_app, name="keys")
+app.add_typer(train_app, name="train")
 
 
 def _version(value: bool) -> None:

@@ -3,15 +3,23 @@
 :class:`Ledger` talks to the embedded chain (:meth:`Ledger.embedded`, py-evm persisted in the
 workspace) or to any node (:meth:`Ledger.connect`) with the same meaning;
 :class:`AnchorRegistry` is the typed client of the contract that anchors log checkpoints.
+
+Names load on first use, so code that only reads settings does not pay for importing web3.
 """
 
 from __future__ import annotations
 
-from ailedger.ledger._embedded import EMBEDDED_CHAIN_ID
-from ailedger.ledger._ledger import Ledger, LedgerSettings, PendingTransaction, Receipt
-from ailedger.ledger.account import Keystore, Signer
-from ailedger.ledger.anchors import Anchor, AnchorRegistry, parse_bytes32
-from ailedger.ledger.contracts import Artifact, load_artifact
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ailedger.ledger._settings import LedgerSettings
+
+if TYPE_CHECKING:
+    from ailedger.ledger._embedded import EMBEDDED_CHAIN_ID
+    from ailedger.ledger._ledger import Ledger, PendingTransaction, Receipt
+    from ailedger.ledger.account import Keystore, Signer
+    from ailedger.ledger.anchors import Anchor, AnchorRegistry, parse_bytes32
+    from ailedger.ledger.contracts import Artifact, load_artifact
 
 __all__ = [
     "EMBEDDED_CHAIN_ID",
@@ -27,3 +35,26 @@ __all__ = [
     "load_artifact",
     "parse_bytes32",
 ]
+
+_WHERE = {
+    "EMBEDDED_CHAIN_ID": "ailedger.ledger._embedded",
+    "Ledger": "ailedger.ledger._ledger",
+    "PendingTransaction": "ailedger.ledger._ledger",
+    "Receipt": "ailedger.ledger._ledger",
+    "Keystore": "ailedger.ledger.account",
+    "Signer": "ailedger.ledger.account",
+    "Anchor": "ailedger.ledger.anchors",
+    "AnchorRegistry": "ailedger.ledger.anchors",
+    "parse_bytes32": "ailedger.ledger.anchors",
+    "Artifact": "ailedger.ledger.contracts",
+    "load_artifact": "ailedger.ledger.contracts",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ailedger.ledger' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,154 @@
+"""Gas per round of the TrainingTask protocol, and what recording costs a simulation.
+
+1. Gas: n parties (synthetic least-squares updates of 650 values, the size of a digits
+   logistic regression) run rounds of commit / reveal / attest on the embedded chain; we
+   report the gas of all their transactions per round (steady state: rounds after the first,
+   whose first writes to fresh storage slots cost more), per party and per transaction kind.
+2. Recording: ``ailedger train simulate``'s loop on digits with and without a
+   :class:`LedgerRecorder` (one ``record`` transaction per round on the embedded chain);
+   the ratio of wall times is the ledger's overhead (data loaded once, one warm-up run).
+
+Prints a table and writes ``benchmarks/results/training_protocol.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ailedger.federated.data import load_dataset
+from ailedger.federated.protocol import (
+    LedgerRecorder,
+    Party,
+    TaskSpec,
+    create_task,
+    model_digest,
+    run_local,
+)
+from ailedger.federated.simulate import SimulationConfig, simulate
+from ailedger.federated.transport import BlobStore
+from ailedger.ledger import Ledger, Signer
+from ailedger.ledger.training import TrainingTask
+
+DIM = 650
+RESULTS = Path(__file__).parent / "results" / "training_protocol.json"
+
+
+def gas_per_round(n: int, rounds: int = 4) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        funder = Signer.from_key(secrets.token_bytes(32))
+        with Ledger.embedded(
+            root / "chain", signer=funder, genesis_balances={funder.address: 10**27}
+        ) as ledger:
+            contract = TrainingTask.deploy(ledger)
+            signers = [Signer.from_key(secrets.token_bytes(32)) for _ in range(n)]
+            for s in signers:
+                ledger.transfer(s.address, 10**21)
+            spec = TaskSpec(
+                shape=(DIM,),
+                initial_digest=model_digest(np.zeros(DIM)),
+                rounds=rounds,
+                quorum=n // 2 + 1,
+                contribution="weights",
+                exclude_after=rounds + 1,
+                commit_blocks=4 * n,
+                reveal_blocks=4 * n,
+                attest_blocks=4 * n,
+            )
+            task, created = create_task(contract, spec, [s.address for s in signers])
+            store = BlobStore(root / "blobs")
+            parties = []
+            for i, s in enumerate(signers):
+                rng = np.random.default_rng(i)
+                parties.append(
+                    Party(
+                        contract=contract.with_ledger(ledger.with_signer(s)),
+                        task=task,
+                        spec=spec,
+                        initial_params=np.zeros(DIM),
+                        train=lambda w, rng=rng: 0.01 * rng.normal(size=DIM),
+                        store=store,
+                        endpoint=store.uri,
+                    )
+                )
+            run_local(parties, miner=ledger)
+            per_round = [sum(p.reports[r].gas_used for p in parties) for r in range(rounds)]
+    steady = statistics.mean(per_round[1:])
+    return {
+        "parties": n,
+        "create_task_gas": created.gas_used,
+        "gas_per_round": per_round,
+        "steady_gas_per_round": steady,
+        "steady_gas_per_party_round": steady / n,
+    }
+
+
+def recorder_overhead(
+    rounds: int = 10, clients: int = 10, data: str = "digits", data_dir: Path | None = None
+) -> dict[str, Any]:
+    config = SimulationConfig(data=data, data_dir=data_dir, clients=clients, rounds=rounds, seed=0)
+    dataset = load_dataset(data, data_dir, seed=0)
+    simulate(config, dataset=dataset)
+    start = time.perf_counter()
+    plain = simulate(config, dataset=dataset)
+    without = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as folder:
+        signer = Signer.from_key(secrets.token_bytes(32))
+        with Ledger.embedded(
+            Path(folder), signer=signer, genesis_balances={signer.address: 10**27}
+        ) as ledger:
+            contract = TrainingTask.deploy(ledger)
+            recorder = LedgerRecorder.start(
+                contract, spec=config.to_json(), rounds=rounds, rule=config.rule
+            )
+            start = time.perf_counter()
+            recorded = simulate(config, dataset=dataset, on_round=recorder)
+            with_ledger = time.perf_counter() - start
+    assert recorded.model_digest == plain.model_digest
+    return {
+        "data": data,
+        "rounds": rounds,
+        "clients": clients,
+        "seconds_without_ledger": without,
+        "seconds_with_ledger": with_ledger,
+        "overhead": with_ledger / without - 1,
+        "record_gas_per_round": recorder.gas_used / rounds,
+    }
+
+
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
+
+
+def main() -> None:
+    gas = [gas_per_round(n) for n in (3, 4, 8)]
+    overheads = [recorder_overhead()]
+    if MNIST.is_dir():
+        overheads.append(recorder_overhead(rounds=3, clients=20, data="mnist", data_dir=MNIST))
+    print(f"{'parties':>8} {'gas/round':>12} {'gas/party/round':>16} {'create_task':>12}")
+    for row in gas:
+        print(
+            f"{row['parties']:>8} {row['steady_gas_per_round']:>12.0f} "
+            f"{row['steady_gas_per_party_round']:>16.0f} {row['create_task_gas']:>12}"
+        )
+    for overhead in overheads:
+        print(
+            f"simulate {overhead['data']}, {overhead['rounds']} rounds x "
+            f"{overhead['clients']} clients: {overhead['seconds_without_ledger']:.2f} s without "
+            f"the ledger, {overhead['seconds_with_ledger']:.2f} s with it (overhead "
+            f"{100 * overhead['overhead']:.1f}%, {overhead['record_gas_per_round']:.0f} gas "
+            "per recorded round)"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"gas": gas, "recorder": overheads}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""``ailedger train``: federated training (``simulate`` here; the protocol commands register
+themselves on :data:`train_app` from their own module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+
+from ailedger.cli._common import JsonOpt, emit, err_console
+from ailedger.errors import InputError
+
+if TYPE_CHECKING:
+    from ailedger.federated.simulate import SimulationResult
+
+__all__ = ["train_app"]
+
+train_app = typer.Typer(help="Federated training.", no_args_is_help=True)
+
+
+@train_app.command("simulate")
+def simulate_command(
+    data: Annotated[str, typer.Option(help="Data set: digits or mnist.")] = "digits",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder with the four MNIST IDX gzip files (for --data mnist)."),
+    ] = None,
+    clients: Annotated[int, typer.Option(help="Number of parties.")] = 10,
+    malicious: Annotated[int, typer.Option(help="How many parties attack (the first M).")] = 0,
+    free_riders: Annotated[int, typer.Option(help="How many parties free-ride.")] = 0,
+    attack: Annotated[
+        str,
+        typer.Option(
+            help="none, label_flip, sign_flip, scaling, gaussian, alie, ipm, fang_krum, "
+            "fang_trim or free_rider."
+        ),
+    ] = "none",
+    rule: Annotated[
+        str,
+        typer.Option(
+            help="fedavg, median, trimmed_mean, krum, multikrum, bulyan, clip, fltrust or default."
+        ),
+    ] = "default",
+    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 10,
+    partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    model: Annotated[str, typer.Option(help="logreg or mlp.")] = "logreg",
+    hidden: Annotated[int, typer.Option(help="Hidden units of the MLP.")] = 64,
+    local_epochs: Annotated[int, typer.Option(help="Local SGD epochs per round.")] = 1,
+    lr: Annotated[float, typer.Option(help="Clients' SGD learning rate.")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Local mini-batch size.")] = 32,
+    server_lr: Annotated[float, typer.Option(help="Step applied to the aggregate.")] = 1.0,
+    contribution: Annotated[
+        str, typer.Option(help="Score contributions: none, gtg (GTG-Shapley) or exact.")
+    ] = "none",
+    exclude_after: Annotated[
+        int | None,
+        typer.Option(help="Exclude a party flagged in at least this many rounds."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train with every party in this process, with attackers, and report each round."""
+    from ailedger.federated.data import load_dataset
+    from ailedger.federated.simulate import SimulationConfig, simulate
+
+    methods: dict[str, Literal["none", "gtg", "exact"]] = {
+        "none": "none",
+        "gtg": "gtg",
+        "exact": "exact",
+    }
+    if contribution not in methods:
+        raise InputError(f"unknown contribution method {contribution!r}; use none, gtg or exact")
+    if data == "mnist" and data_dir is None:
+        raise InputError("--data mnist needs --data-dir DIR holding the four MNIST IDX files")
+    config = SimulationConfig(
+        data=data,
+        data_dir=data_dir,
+        clients=clients,
+        malicious=malicious,
+        free_riders=free_riders,
+        attack=attack,
+        rule=rule,
+        rounds=rounds,
+        partition=partition,
+        seed=seed,
+        model=model,
+        hidden=hidden,
+        local_epochs=local_epochs,
+        lr=lr,
+        batch_size=batch_size,
+        server_lr=server_lr,
+        contribution=methods[contribution],
+        exclude_after=exclude_after,
+    )
+    dataset = load_dataset(config.data, config.data_dir, seed=config.seed)
+    if as_json or not err_console.is_terminal:
+        result = simulate(config, dataset=dataset)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        columns = (
+            TextColumn("round"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[acc]}"),
+        )
+        with Progress(*columns, console=err_console, transient=True) as bar:
+            task = bar.add_task("train", total=config.rounds, acc="")
+            result = simulate(
+                config,
+                dataset=dataset,
+                on_round=lambda r: bar.update(
+                    task, advance=1, acc=f"accuracy {r.test_accuracy:.4f}"
+                ),
+            )
+    doc = result.to_json()
+    if as_json:
+        emit(True, doc)
+    else:
+        _print_table(result)
+        emit(False, doc, _summary(result, doc))
+
+
+def _summary(result: SimulationResult, doc: dict[str, Any]) -> str:
+    c = result.config
+    lines = [
+        f"{c.data}, {c.clients} clients ({c.malicious} malicious: {c.attack}), rule {c.rule}, "
+        f"{c.partition}, {c.model}",
+        f"final accuracy {result.final_accuracy:.4f} (test error {1 - result.final_accuracy:.4f})",
+        f"model digest {doc['model_digest']}",
+    ]
+    if result.excluded:
+        lines.append(f"excluded parties: {', '.join(map(str, result.excluded))}")
+    scores = result.contributions
+    if scores is not None:
+        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+        lines.append("contribution ranking (best first): " + ", ".join(map(str, ranked)))
+    return "\n".join(lines)
+
+
+def _print_table(result: SimulationResult) -> None:
+    from rich.table import Table
+
+    table = Table(title="rounds")
+    for column in ("round", "accuracy", "loss", "flagged", "excluded", "seconds"):
+        table.add_column(column, justify="right" if column != "flagged" else "left")
+    for r in result.rounds:
+        table.add_row(
+            str(r.round),
+            f"{r.test_accuracy:.4f}",
+            f"{r.test_loss:.4f}",
+            ", ".join(map(str, r.flagged)) or "-",
+            ", ".join(map(str, r.excluded)) or "-",
+            f"{r.seconds:.2f}",
+        )
+    err_console.print(table)

@@ -1,0 +1,172 @@
+"""``ailedger train create`` and ``ailedger train join``: the federated protocol with each party
+in its own process, workspace and key, on one chain (a node by ``--rpc`` for several
+processes: the embedded chain is held by one process at a time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_console
+from ailedger.cli.train import train_app
+
+__all__ = ["create_command", "join_command"]
+
+
+@train_app.command("create")
+def create_command(
+    participants: Annotated[
+        str,
+        typer.Option(help="Comma-separated participant addresses; their order gives the shards."),
+    ],
+    out: Annotated[Path, typer.Option(help="Write the task file for `train join` here.")],
+    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 5,
+    quorum: Annotated[
+        int | None, typer.Option(help="Attestations that finalize a round (default: majority).")
+    ] = None,
+    rule: Annotated[str, typer.Option(help="Aggregation rule (not fltrust).")] = "default",
+    data: Annotated[str, typer.Option(help="Data set: digits or mnist.")] = "digits",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with the four MNIST IDX gzip files.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="logreg or mlp.")] = "logreg",
+    hidden: Annotated[int, typer.Option(help="Hidden units of the MLP.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the initial model and the partition.")] = 0,
+    partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
+    local_epochs: Annotated[int, typer.Option(help="Local SGD epochs per round.")] = 1,
+    lr: Annotated[float, typer.Option(help="Parties' SGD learning rate.")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Local mini-batch size.")] = 32,
+    phase_blocks: Annotated[
+        int, typer.Option(help="Deadline of each phase (commit, reveal, attest), in blocks.")
+    ] = 40,
+    exclude_after: Annotated[
+        int, typer.Option(help="Vote to exclude a party flagged in this many rounds.")
+    ] = 2,
+    max_norm: Annotated[
+        float, typer.Option(help="Largest accepted L2 norm of an update.")
+    ] = 1000.0,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a training task on chain and write the task file the parties join with."""
+    from ailedger.config import passphrase_source, workspace_path
+    from ailedger.federated._classifier import create_classifier_task
+    from ailedger.ledger.training import TrainingTask
+    from ailedger.workspace import Workspace
+
+    addresses = [a.strip() for a in participants.split(",") if a.strip()]
+    ws = Workspace.open(workspace_path(workspace))
+    with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:
+        contract = TrainingTask(
+            ledger=ledger, address=ws.contract_address(ledger.chain_id, TrainingTask.NAME)
+        )
+        ref = create_classifier_task(
+            contract,
+            participants=addresses,
+            rounds=rounds,
+            quorum=quorum if quorum is not None else len(addresses) // 2 + 1,
+            rule=rule,
+            data=data,
+            data_dir=data_dir,
+            model=model,
+            hidden=hidden,
+            seed=seed,
+            partition_spec=partition,
+            local_epochs=local_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            commit_blocks=phase_blocks,
+            reveal_blocks=phase_blocks,
+            attest_blocks=phase_blocks,
+            exclude_after=exclude_after,
+            max_norm=max_norm,
+        )
+    ref.save(out)
+    doc = {**ref.to_json(), "file": str(out)}
+    emit(
+        as_json,
+        doc,
+        f"task {ref.task} on {ref.contract} (chain {ref.chain_id}): {len(addresses)} parties, "
+        f"{rounds} rounds, rule {rule}\ntask file {out}",
+    )
+
+
+@train_app.command("join")
+def join_command(
+    task_file: Annotated[Path, typer.Argument(help="The task file `train create` wrote.")],
+    shard: Annotated[
+        int | None, typer.Option(help="Data shard (default: this account's position).")
+    ] = None,
+    attack: Annotated[
+        str,
+        typer.Option(
+            help="Play a malicious party, for experiments: none, label_flip, scaling, "
+            "sign_flip, gaussian or free_rider."
+        ),
+    ] = "none",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with the four MNIST IDX gzip files.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Serve this party's blobs on this address.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="... and this port (0: any free one).")] = 0,
+    mine_idle_after: Annotated[
+        float,
+        typer.Option(
+            help="Seconds without a new block before nudging the node with a 0-ETH "
+            "self-transfer (for nodes that mine on demand, like anvil); 0 never does."
+        ),
+    ] = 2.0,
+    poll_interval: Annotated[
+        float, typer.Option(help="Seconds between looks at the chain while waiting.")
+    ] = 0.2,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take part in a training task until it finishes (serving this party's update blobs)."""
+    from ailedger.config import passphrase_source, workspace_path
+    from ailedger.federated._classifier import run_classifier_party
+    from ailedger.federated.protocol import RoundReport, TaskRef
+    from ailedger.federated.transport import BlobStore
+    from ailedger.workspace import Workspace
+
+    ref = TaskRef.load(task_file)
+    ws = Workspace.open(workspace_path(workspace))
+
+    def progress(report: RoundReport) -> None:
+        if not as_json:
+            err_console.print(
+                f"round {report.round}: {report.status}, own update {report.own}, "
+                f"{len(report.accepted)} aggregated, rejected {len(report.rejected)}, "
+                f"excluded {len(report.excluded)}"
+            )
+
+    with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:
+        result = run_classifier_party(
+            ref,
+            ledger=ledger,
+            store=BlobStore(ws.blobs_dir),
+            shard=shard,
+            attack=attack,
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            poll_interval=poll_interval,
+            mine_idle_after=mine_idle_after or None,
+            timeout=timeout,
+            workspace=ws,
+            on_round=progress,
+        )
+    state = "excluded by the other parties" if result["excluded"] else "finished"
+    emit(
+        as_json,
+        result,
+        f"task {ref.task}: {state}; test accuracy {result['test_accuracy']:.4f}, "
+        f"model {result['model_digest']}, gas {result['gas_used']}",
+    )

@@ -1,0 +1,282 @@
+"""Glue between the protocol and the numpy classifiers: task specs for a data set and a model,
+and each party's local training, attacks and evaluation on its shard."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ailedger.errors import InputError
+from ailedger.federated.attacks import label_flip
+from ailedger.federated.data import Dataset, load_dataset, partition
+from ailedger.federated.models import Model, make_model
+from ailedger.federated.protocol import (
+    Party,
+    RoundReport,
+    TaskRef,
+    TaskSpec,
+    TrainingError,
+    create_task,
+    model_digest,
+)
+from ailedger.federated.transport import BlobServer, BlobStore
+from ailedger.ledger import Ledger
+from ailedger.ledger.training import TrainingTask
+
+__all__ = [
+    "PARTY_ATTACKS",
+    "LocalSetup",
+    "classifier_setup",
+    "classifier_spec",
+    "create_classifier_task",
+    "run_classifier_party",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: what a malicious protocol party may do to its own update (it sees no one else's):
+#: ``label_flip`` trains on flipped labels (Tolpegin et al. 2020); ``scaling`` boosts that
+#: update 10 times (Bagdasaryan et al. 2020); ``sign_flip`` negates its honest update;
+#: ``gaussian`` sends N(0, 1) noise; ``free_rider`` sends zeros (Lin et al. 2019)
+PARTY_ATTACKS = ("none", "label_flip", "scaling", "sign_flip", "gaussian", "free_rider")
+_VALIDATION_FRACTION = 0.2
+
+
+@dataclass(frozen=True, eq=False)
+class LocalSetup:
+    """One party's side of a classifier task: the initial model, its training function, its
+    evaluation on its own held-out examples (for contribution scores), and test accuracy."""
+
+    model: Model
+    initial: FloatArray
+    train: Callable[[FloatArray], FloatArray]
+    evaluate: Callable[[FloatArray], float]
+    test_accuracy: Callable[[FloatArray], float]
+
+
+def _model(name: str, dataset: Dataset, hidden: int) -> Model:
+    options: dict[str, Any] = {"hidden": hidden} if name == "mlp" else {}
+    return make_model(
+        name, num_features=dataset.num_features, num_classes=dataset.num_classes, **options
+    )
+
+
+def classifier_spec(
+    *,
+    parties: int,
+    rounds: int,
+    quorum: int,
+    rule: str = "default",
+    data: str = "digits",
+    data_dir: Path | None = None,
+    model: str = "logreg",
+    hidden: int = 32,
+    seed: int = 0,
+    partition_spec: str = "iid",
+    local_epochs: int = 1,
+    lr: float = 0.1,
+    batch_size: int = 32,
+    commit_blocks: int = 40,
+    reveal_blocks: int = 40,
+    attest_blocks: int = 40,
+    exclude_after: int = 2,
+    max_norm: float = 1000.0,
+    contribution: str = "gtg",
+) -> TaskSpec:
+    """The spec of a task training ``model`` on ``data`` split among ``parties`` shards."""
+    dataset = load_dataset(data, data_dir, seed=seed)
+    net = _model(model, dataset, hidden)
+    initial = net.init_params(seed)
+    return TaskSpec(
+        shape=initial.shape,
+        initial_digest=model_digest(initial),
+        rounds=rounds,
+        quorum=quorum,
+        rule=rule,
+        max_norm=max_norm,
+        commit_blocks=commit_blocks,
+        reveal_blocks=reveal_blocks,
+        attest_blocks=attest_blocks,
+        exclude_after=exclude_after,
+        contribution=contribution,
+        extra={
+            "data": data,
+            "model": net.spec() | ({"hidden": hidden} if model == "mlp" else {}),
+            "seed": seed,
+            "partition": partition_spec,
+            "shards": parties,
+            "local_epochs": local_epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+        },
+    )
+
+
+def classifier_setup(
+    spec: TaskSpec,
+    *,
+    shard: int,
+    attack: str = "none",
+    data_dir: Path | None = None,
+    dataset: Dataset | None = None,
+) -> LocalSetup:
+    """Load the spec's data, take shard ``shard`` of its partition (a fifth held out for
+    validation), and build the party's training (with ``attack``) and evaluation."""
+    extra = spec.extra
+    try:
+        data, seed, shards = str(extra["data"]), int(extra["seed"]), int(extra["shards"])
+        model_doc = dict(extra["model"])
+        epochs, lr, batch = int(extra["local_epochs"]), float(extra["lr"]), int(extra["batch_size"])
+        scheme = str(extra["partition"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"the task spec does not describe a classifier task: {exc}") from exc
+    if attack not in PARTY_ATTACKS:
+        raise InputError(f"unknown attack {attack!r}; use one of {', '.join(PARTY_ATTACKS)}")
+    if not 0 <= shard < shards:
+        raise InputError(f"shard must be in [0, {shards}), got {shard}")
+    loaded = dataset or load_dataset(data, data_dir, seed=seed)
+    net = _model(str(model_doc["model"]), loaded, int(model_doc.get("hidden", 32)))
+    initial = net.init_params(seed)
+    if model_digest(initial) != spec.initial_digest:
+        raise InputError("this model and seed do not give the task's initial model")
+    split = partition(loaded.y_train, shards, scheme, seed=seed)
+    own = split[shard]
+    held = max(1, int(len(own) * _VALIDATION_FRACTION))
+    x_train, y_train = loaded.x_train[own[held:]], loaded.y_train[own[held:]]
+    x_val, y_val = loaded.x_train[own[:held]], loaded.y_train[own[:held]]
+    if attack in ("label_flip", "scaling"):
+        y_train = label_flip(y_train, loaded.num_classes)
+    rng = np.random.default_rng([seed, shard])
+
+    def train(params: FloatArray) -> FloatArray:
+        if attack == "free_rider":
+            return np.zeros_like(params)
+        if attack == "gaussian":
+            return rng.normal(0.0, 1.0, size=params.shape)
+        trained = net.train_local(
+            params, x_train, y_train, epochs=epochs, lr=lr, batch_size=batch, rng=rng
+        )
+        update = trained - params
+        if attack == "scaling":
+            return 10.0 * update
+        if attack == "sign_flip":
+            return -update
+        return update
+
+    return LocalSetup(
+        model=net,
+        initial=initial,
+        train=train,
+        evaluate=lambda params: net.evaluate(params, x_val, y_val),
+        test_accuracy=lambda params: net.evaluate(params, loaded.x_test, loaded.y_test),
+    )
+
+
+def create_classifier_task(
+    contract: TrainingTask, *, participants: Sequence[str], **settings: Any
+) -> TaskRef:
+    """Create a classifier task (``settings`` as :func:`classifier_spec` takes, without
+    ``parties``) for ``participants``, whose order gives each its data shard."""
+    if len(set(participants)) != len(participants) or not participants:
+        raise InputError("participants must be distinct addresses, at least one")
+    spec = classifier_spec(parties=len(participants), **settings)
+    task, _ = create_task(contract, spec, participants)
+    return TaskRef(
+        chain_id=contract.ledger.chain_id,
+        contract=contract.address,
+        task=task,
+        spec=spec,
+        participants=tuple(contract.participants(task)),
+    )
+
+
+def run_classifier_party(
+    ref: TaskRef,
+    *,
+    ledger: Ledger,
+    store: BlobStore,
+    shard: int | None = None,
+    attack: str = "none",
+    data_dir: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    poll_interval: float = 0.2,
+    mine_idle_after: float | None = 2.0,
+    linger: float = 2.0,
+    timeout: float = 600.0,
+    workspace: Any = None,
+    on_round: Callable[[RoundReport], None] | None = None,
+) -> dict[str, Any]:
+    """Take part in the task ``ref`` as ``ledger``'s account until it finishes.
+
+    Serves ``store`` over HTTP on ``host:port`` (0: any free port) while it runs, and for
+    ``linger`` seconds after, so slower parties can still fetch its last blobs. ``shard``
+    defaults to the account's position among the participants. With a ``workspace`` that has
+    an audit log, each round is appended as a ``training.round`` event. Raises
+    :class:`TrainingError` if the account is not a participant or the chain differs.
+    """
+    if ledger.chain_id != ref.chain_id:
+        raise TrainingError(
+            f"the task is on chain {ref.chain_id}, this node serves {ledger.chain_id}"
+        )
+    contract = TrainingTask(ledger=ledger, address=ref.contract)
+    account = ledger.account
+    if not contract.party_state(ref.task, account).participant:
+        raise TrainingError(f"{account} is not a participant of task {ref.task}")
+    if shard is None:
+        shard = [p.lower() for p in ref.participants].index(account.lower())
+    setup = classifier_setup(ref.spec, shard=shard, attack=attack, data_dir=data_dir)
+    audit = _audit_hook(workspace, ref.task)
+
+    def closed(report: RoundReport) -> None:
+        if audit is not None:
+            audit(report)
+        if on_round is not None:
+            on_round(report)
+
+    with BlobServer(store, host=host, port=port) as server:
+        party = Party(
+            contract=contract,
+            task=ref.task,
+            spec=ref.spec,
+            initial_params=setup.initial,
+            train=setup.train,
+            evaluate=setup.evaluate,
+            store=store,
+            endpoint=server.url,
+            on_round=closed,
+        )
+        party.run(poll_interval=poll_interval, mine_idle_after=mine_idle_after, timeout=timeout)
+        time.sleep(linger)
+    return {
+        "task": ref.task,
+        "contract": ref.contract,
+        "account": account,
+        "shard": shard,
+        "attack": attack,
+        "endpoint": server.url,
+        "excluded": party.excluded,
+        "stopped": party.refused,
+        "rounds": [r.to_json() for r in party.reports],
+        "model_digest": party.global_digest(),
+        "test_accuracy": setup.test_accuracy(party.params),
+        "gas_used": party.gas_used,
+    }
+
+
+def _audit_hook(workspace: Any, task: int) -> Callable[[RoundReport], None] | None:
+    """Append each round to the workspace's audit log (``training.round`` events)."""
+    if workspace is None:
+        return None
+    from ailedger.auditlog.events import record_event
+
+    def hook(report: RoundReport) -> None:
+        record_event(workspace, "training.round", {"task": task, **report.to_json()})
+
+    return hook

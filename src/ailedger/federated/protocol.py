@@ -1,0 +1,975 @@
+"""The federated round protocol over the ledger: one state machine per party.
+
+A task (the ``TrainingTask`` contract, :mod:`ailedger.ledger.training`) lists the participant
+accounts; its :class:`TaskSpec` (shape, rule, thresholds; its SHA-256 is on chain) is shared
+off chain. Each round, every party, in its own process or all in one:
+
+1. trains: ``train(global_params) -> update``, any model on a flat parameter vector;
+2. writes the update blob: the canonical fixed-point bytes of
+   :func:`ailedger.federated.aggregate.aggregate_digest` (``rint(x * 2**24)`` as int64 with its
+   shape), so the blob's SHA-256 *is* the update's aggregate digest; an update that is not
+   finite, has the wrong shape or too large a norm is refused before anything is sent;
+3. commits ``keccak256(digest ‖ salt ‖ account)`` (commit-reveal, so nobody can copy another's
+   update), waits for the commit phase to end, and reveals ``(digest, salt)``;
+4. fetches every revealed blob from its owner (or any party holding it, since blobs are
+   content-addressed, :mod:`.transport`), checks it against the revealed digest, and validates
+   it; a blob that does not match, is malformed (:func:`decode_update`: truncated, wrong
+   shape, a coordinate out of the fixed-point range, which is where an infinity or overflow
+   ends up, or a norm above the task's ``max_norm``), or replays a digest revealed in an
+   earlier round is rejected with a reason, and so is a party that committed but never
+   revealed;
+5. aggregates the accepted updates (in the canonical order of their addresses) with the
+   task's rule, deterministically and bit for bit (:mod:`.aggregate`), and scores each party's
+   contribution (GTG-Shapley, Liu et al. 2022, over FedAvg reconstructions of coalitions as
+   in the paper, with the party's own ``evaluate``; without one, the rule's weights);
+6. votes to exclude every party flagged (by the rule, or rejected in step 4) in at least
+   ``exclude_after`` rounds and in at least ``exclude_fraction`` of the rounds it committed
+   in (robust rules also flag honest parties now and then: Multi-Krum always drops ``f``),
+   unless that would leave no more active parties than the quorum, then attests the
+   aggregate's digest and the digest of its scores (SHA-256 of RFC 8785 JSON);
+7. once the round is closed on chain (a quorum attested one digest, or the deadline passed),
+   applies the finalized aggregate to its copy of the global model (in fixed point, so every
+   party holds the same bits) or, for a failed round, keeps the model, and goes on.
+
+A round never waits for a silent party: phases close early once everyone acted and otherwise
+at their deadlines; after the attest deadline any party calls ``advance``. On a development
+node that mines only when it receives a transaction (anvil's automine, the embedded chain),
+:meth:`Party.run` sends a 0-wei transfer to itself when the chain has not moved for a while,
+so deadlines still arrive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ailedger._fs import write_atomic
+from ailedger.crypto.canonical import canonical_json
+from ailedger.errors import (
+    AggregationError,
+    AiledgerError,
+    InputError,
+    TransactionReverted,
+    VerificationError,
+)
+from ailedger.federated.aggregate import (
+    FRAC_BITS,
+    MAX_ABS,
+    RULES,
+    SCALE,
+    aggregate_digest,
+    dequantize,
+    quantize,
+)
+from ailedger.federated.contribution import gtg_shapley
+from ailedger.federated.transport import (
+    MAX_BLOB_BYTES,
+    BlobMismatch,
+    BlobStore,
+    BlobUnavailable,
+    fetch_any,
+)
+from ailedger.ledger import Ledger, Receipt
+from ailedger.ledger.training import Phase, TrainingTask, commitment
+
+__all__ = [
+    "SPEC_FORMAT",
+    "Evaluator",
+    "LedgerRecorder",
+    "Party",
+    "RoundReport",
+    "TaskRef",
+    "TaskSpec",
+    "Trainer",
+    "TrainingError",
+    "UpdateRejected",
+    "create_task",
+    "decode_update",
+    "encode_update",
+    "model_digest",
+    "run_local",
+    "scores_digest",
+]
+
+FloatArray = npt.NDArray[np.float64]
+FixedArray = npt.NDArray[np.int64]
+#: ``train(global_params) -> update`` (same shape), the party's local training
+Trainer = Callable[[FloatArray], npt.ArrayLike]
+#: ``evaluate(params) -> utility`` (e.g. accuracy on the party's validation data)
+Evaluator = Callable[[FloatArray], float]
+
+SPEC_FORMAT = "ailedger/training-task/v1"
+_DOMAIN = b"ailedger/fixed-point/v1\x00"
+_MAX_ABS_FIXED = int(MAX_ABS) * SCALE
+_ROUND_CLOSED = ("not the current round", "task finished", "not in the attest phase")
+
+
+class UpdateRejected(VerificationError):
+    """An update blob is unusable; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"update rejected: {reason}")
+
+
+class TrainingError(AiledgerError):
+    """The protocol cannot go on (the task is unknown, the spec differs from the chain's, a
+    party's result disagrees with the finalized one, or the task did not finish in time)."""
+
+
+# --------------------------------------------------------------------------- the task spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """What every party of a task agrees on off chain; :meth:`digest` goes on chain.
+
+    ``shape`` of the parameter vector (and so of every update); ``initial_digest`` the hex
+    aggregate digest of the initial global model; ``rule`` a name of
+    :data:`~ailedger.federated.aggregate.RULES` (not ``fltrust``, which needs a trusted server);
+    ``max_norm`` bounds an update's L2 norm; ``rounds``, ``quorum`` and the phase lengths in
+    blocks go to the contract; ``exclude_after`` and ``exclude_fraction`` govern exclusion
+    votes; ``contribution`` is ``gtg`` or ``weights``; ``extra`` is free-form JSON (model,
+    data, training settings) that the digest covers too.
+    """
+
+    shape: tuple[int, ...]
+    initial_digest: str
+    rounds: int
+    quorum: int
+    rule: str = "default"
+    max_norm: float = 1000.0
+    commit_blocks: int = 40
+    reveal_blocks: int = 40
+    attest_blocks: int = 40
+    exclude_after: int = 2
+    exclude_fraction: float = 0.5
+    contribution: str = "gtg"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.shape or any(not isinstance(d, int) or d < 1 for d in self.shape):
+            raise InputError(f"shape must be positive dimensions, got {self.shape!r}")
+        if self.rule not in RULES or self.rule == "fltrust":
+            usable = ", ".join(r for r in RULES if r != "fltrust")
+            raise InputError(f"rule {self.rule!r} cannot run a task; use one of {usable}")
+        if not 0 < self.max_norm <= MAX_ABS:
+            raise InputError(f"max_norm must be in (0, {MAX_ABS:g}], got {self.max_norm!r}")
+        for name in ("rounds", "quorum", "commit_blocks", "reveal_blocks", "attest_blocks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.exclude_after, bool) or self.exclude_after < 1:
+            raise InputError(f"exclude_after must be >= 1, got {self.exclude_after!r}")
+        if not 0 <= self.exclude_fraction <= 1:
+            raise InputError(f"exclude_fraction must be in [0, 1], got {self.exclude_fraction}")
+        if self.contribution not in ("gtg", "weights"):
+            raise InputError(f"contribution must be gtg or weights, got {self.contribution!r}")
+        if len(self.initial_digest) != 64:
+            raise InputError("initial_digest must be 64 hex digits")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": SPEC_FORMAT,
+            "shape": list(self.shape),
+            "initial_digest": self.initial_digest,
+            "rounds": self.rounds,
+            "quorum": self.quorum,
+            "rule": self.rule,
+            "max_norm": self.max_norm,
+            "commit_blocks": self.commit_blocks,
+            "reveal_blocks": self.reveal_blocks,
+            "attest_blocks": self.attest_blocks,
+            "exclude_after": self.exclude_after,
+            "exclude_fraction": self.exclude_fraction,
+            "contribution": self.contribution,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TaskSpec:
+        if not isinstance(doc, Mapping) or doc.get("format") != SPEC_FORMAT:
+            raise InputError(f"not a training task spec (format {SPEC_FORMAT})")
+        try:
+            return cls(
+                shape=tuple(int(d) for d in doc["shape"]),
+                initial_digest=str(doc["initial_digest"]),
+                rounds=int(doc["rounds"]),
+                quorum=int(doc["quorum"]),
+                rule=str(doc["rule"]),
+                max_norm=float(doc["max_norm"]),
+                commit_blocks=int(doc["commit_blocks"]),
+                reveal_blocks=int(doc["reveal_blocks"]),
+                attest_blocks=int(doc["attest_blocks"]),
+                exclude_after=int(doc["exclude_after"]),
+                exclude_fraction=float(doc["exclude_fraction"]),
+                contribution=str(doc["contribution"]),
+                extra=dict(doc.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"malformed training task spec: {exc}") from exc
+
+    def digest(self) -> bytes:
+        """SHA-256 of the spec's RFC 8785 canonical JSON."""
+        return hashlib.sha256(canonical_json(self.to_json())).digest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRef:
+    """What a party needs to join a task: the chain, the contract, the task id and the spec
+    (the file ``ailedger train create`` writes and ``ailedger train join`` reads)."""
+
+    chain_id: int
+    contract: str
+    task: int
+    spec: TaskSpec
+    participants: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "contract": self.contract,
+            "task": self.task,
+            "participants": list(self.participants),
+            "spec": self.spec.to_json(),
+            "spec_digest": self.spec.digest().hex(),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TaskRef:
+        try:
+            ref = cls(
+                chain_id=int(doc["chain_id"]),
+                contract=str(doc["contract"]),
+                task=int(doc["task"]),
+                spec=TaskSpec.from_json(doc["spec"]),
+                participants=tuple(str(a) for a in doc["participants"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"malformed task reference: {exc}") from exc
+        if "spec_digest" in doc and doc["spec_digest"] != ref.spec.digest().hex():
+            raise InputError("the task reference's spec does not match its spec_digest")
+        return ref
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, (json.dumps(self.to_json(), indent=1) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Path) -> TaskRef:
+        try:
+            doc = json.loads(path.read_text())
+        except OSError as exc:
+            raise InputError(f"cannot read the task file {path}: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise InputError(f"the task file {path} is not JSON: {exc}") from exc
+        return cls.from_json(doc)
+
+
+def model_digest(params: npt.ArrayLike) -> str:
+    """The hex digest of a model's fixed-point form (what :attr:`TaskSpec.initial_digest` holds)."""
+    return aggregate_digest(quantize(params, where="initial model")).hex()
+
+
+def create_task(
+    contract: TrainingTask, spec: TaskSpec, participants: Sequence[str]
+) -> tuple[int, Receipt]:
+    """Create the on-chain task for ``spec``; returns its id and the receipt."""
+    return contract.create_task(
+        spec_digest=spec.digest(),
+        participants=list(participants),
+        rounds=spec.rounds,
+        quorum=spec.quorum,
+        rule=spec.rule,
+        commit_blocks=spec.commit_blocks,
+        reveal_blocks=spec.reveal_blocks,
+        attest_blocks=spec.attest_blocks,
+    )
+
+
+# --------------------------------------------------------------------------- update blobs
+
+
+def encode_update(update: npt.ArrayLike, *, shape: tuple[int, ...], max_norm: float) -> bytes:
+    """The canonical blob of an update (module docstring, step 2); its SHA-256 equals
+    :func:`~ailedger.federated.aggregate.aggregate_digest` of the fixed-point update.
+
+    Raises :class:`UpdateRejected` for a wrong shape, NaN or infinity, a coordinate beyond
+    ``MAX_ABS`` or a norm above ``max_norm``.
+    """
+    arr = np.asarray(update)
+    if arr.shape != shape:
+        raise UpdateRejected(f"wrong shape {arr.shape}, the task needs {shape}")
+    try:
+        fixed = quantize(arr, where="update")
+    except AggregationError as exc:
+        raise UpdateRejected(str(exc).removeprefix("update: ")) from exc
+    _check_norm(fixed, max_norm)
+    return _pack(fixed)
+
+
+def _pack(fixed: FixedArray) -> bytes:
+    head = _DOMAIN + struct.pack("<BB", FRAC_BITS, fixed.ndim)
+    head += struct.pack(f"<{fixed.ndim}Q", *fixed.shape)
+    return head + np.ascontiguousarray(fixed, dtype="<i8").tobytes(order="C")
+
+
+def decode_update(blob: bytes, *, shape: tuple[int, ...], max_norm: float) -> FixedArray:
+    """Parse and validate an update blob; returns the int64 fixed-point update.
+
+    Checks, in order: the format header and fractional bits; the declared shape against
+    ``shape``; the length; every coordinate within ``±MAX_ABS`` (an infinity or overflow
+    quantised by a careless or hostile encoder lands outside); the L2 norm at most
+    ``max_norm``. Raises :class:`UpdateRejected` naming the first failure.
+    """
+    if len(blob) > MAX_BLOB_BYTES:
+        raise UpdateRejected(f"blob of {len(blob)} bytes is too large")
+    if not blob.startswith(_DOMAIN) or len(blob) < len(_DOMAIN) + 2:
+        raise UpdateRejected("not an ailedger fixed-point update blob")
+    frac_bits, ndim = struct.unpack_from("<BB", blob, len(_DOMAIN))
+    if frac_bits != FRAC_BITS:
+        raise UpdateRejected(f"fixed point with {frac_bits} fractional bits, not {FRAC_BITS}")
+    start = len(_DOMAIN) + 2
+    if len(blob) < start + 8 * ndim:
+        raise UpdateRejected("truncated header")
+    declared = tuple(int(d) for d in struct.unpack_from(f"<{ndim}Q", blob, start))
+    if declared != shape:
+        raise UpdateRejected(f"wrong shape {declared}, the task needs {shape}")
+    body = blob[start + 8 * ndim :]
+    count = math.prod(shape)
+    if len(body) != 8 * count:
+        raise UpdateRejected(f"{len(body)} bytes of values, {8 * count} expected")
+    fixed = np.frombuffer(body, dtype="<i8").astype(np.int64).reshape(shape)
+    if fixed.size and int(np.max(np.abs(fixed.astype(np.float64)))) > _MAX_ABS_FIXED:
+        raise UpdateRejected(f"a coordinate exceeds |x| <= {MAX_ABS:g} (infinity or overflow)")
+    _check_norm(fixed, max_norm)
+    return fixed
+
+
+def _check_norm(fixed: FixedArray, max_norm: float) -> None:
+    flat = [int(v) for v in fixed.ravel()]
+    bound = math.floor(max_norm * SCALE)
+    if sum(v * v for v in flat) > bound * bound:
+        norm = math.sqrt(float(sum(v * v for v in flat))) / SCALE
+        raise UpdateRejected(f"norm {norm:.6g} exceeds max_norm {max_norm:g}")
+
+
+def scores_digest(task: int, round: int, scores: Mapping[str, float]) -> bytes:
+    """SHA-256 of the RFC 8785 JSON ``{"task", "round", "scores": {address: value}}``."""
+    doc = {"task": task, "round": round, "scores": {k: float(v) for k, v in scores.items()}}
+    return hashlib.sha256(canonical_json(doc)).digest()
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(kw_only=True)
+class RoundReport:
+    """What one party saw and did in one round.
+
+    ``status`` is the on-chain outcome (``finalized`` or ``failed``); ``aggregate_digest`` the
+    finalized digest (hex); ``attested`` what this party attested (hex, None if it did not);
+    ``own`` what became of its own update (``revealed`` or a reason). ``accepted`` parties'
+    updates went into the aggregate; ``rejected`` maps a party to the reason its update was
+    refused; ``flagged`` are the rule's suspects plus the rejected; ``excluded`` every party
+    excluded on chain so far; ``scores`` each party's contribution (0 for the rejected);
+    ``utility`` the party's ``evaluate`` of the global model after the round.
+    """
+
+    round: int
+    status: str = "pending"
+    aggregate_digest: str | None = None
+    attested: str | None = None
+    own: str = "not committed"
+    accepted: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    flagged: list[str] = field(default_factory=list)
+    votes: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    utility: float | None = None
+    gas_used: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "status": self.status,
+            "aggregate_digest": self.aggregate_digest,
+            "attested": self.attested,
+            "own": self.own,
+            "accepted": list(self.accepted),
+            "rejected": dict(self.rejected),
+            "flagged": list(self.flagged),
+            "votes": list(self.votes),
+            "excluded": list(self.excluded),
+            "scores": dict(self.scores),
+            "utility": self.utility,
+            "gas_used": self.gas_used,
+        }
+
+
+@dataclass
+class _Computed:
+    fixed: FixedArray
+    digest: bytes
+    accepted: list[str]
+    rejected: dict[str, str]
+    flagged: list[str]
+    committed: list[str]
+    scores: dict[str, float]
+
+
+@dataclass
+class _Local:
+    round: int
+    salt: bytes | None = None
+    digest: bytes | None = None
+    tried_commit: bool = False
+    committed: bool = False
+    revealed: bool = False
+    attested: bool = False
+    computed: _Computed | None = None
+    report: RoundReport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.report = RoundReport(round=self.round)
+
+
+# --------------------------------------------------------------------------- the party
+
+
+class Party:
+    """One party's side of a task: drive it with :meth:`step` (one action at a time) or
+    :meth:`run` (until the task finishes).
+
+    ``contract`` must sign as the party's account. ``initial_params`` must match the spec's
+    ``initial_digest``. ``store`` holds this party's blobs (its own and those it fetched, which
+    it serves to others too) and ``endpoint`` is where others fetch them (a
+    :class:`~.transport.BlobServer` URL, or ``store.uri`` on one machine). Subclasses may
+    override :meth:`make_update`, :meth:`publish` and :meth:`send_reveal` (tests use that to
+    play faulty parties). ``on_round`` is called with each closed round's report.
+    """
+
+    def __init__(
+        self,
+        *,
+        contract: TrainingTask,
+        task: int,
+        spec: TaskSpec,
+        initial_params: npt.ArrayLike,
+        train: Trainer,
+        store: BlobStore,
+        endpoint: str,
+        evaluate: Evaluator | None = None,
+        fetch_timeout: float = 10.0,
+        seed: int = 0,
+        on_round: Callable[[RoundReport], None] | None = None,
+    ) -> None:
+        self.contract = contract
+        self.task = task
+        self.spec = spec
+        self.address = contract.ledger.account
+        self.train = train
+        self.evaluate = evaluate
+        self.store = store
+        self.endpoint = endpoint
+        self.fetch_timeout = fetch_timeout
+        self.seed = seed
+        self.on_round = on_round
+        fixed = quantize(initial_params, where="initial model")
+        if fixed.shape != spec.shape or aggregate_digest(fixed).hex() != spec.initial_digest:
+            raise TrainingError("the initial model is not the one the task spec names")
+        self.global_fixed: FixedArray = fixed
+        self.reports: list[RoundReport] = []
+        self.done = False
+        self.refused: str | None = None
+        self.excluded = False
+        self._announced = False
+        self._round = 0
+        self._local = _Local(0)
+        self._flags: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
+        self._voted: set[str] = set()
+        self._digest_rounds: dict[bytes, int] = {}
+        self._from_block: int | None = None
+        self._endpoint_cache: dict[str, str] | None = None
+        self._gas = 0
+        self._check_task()
+
+    @property
+    def params(self) -> FloatArray:
+        """The current global model (float64, exact value of the fixed-point copy)."""
+        return dequantize(self.global_fixed)
+
+    @property
+    def gas_used(self) -> int:
+        """Gas this party's transactions consumed so far."""
+        return self._gas
+
+    def global_digest(self) -> str:
+        """Hex digest of the current global model's fixed-point form (equal at every party)."""
+        return aggregate_digest(self.global_fixed).hex()
+
+    def _check_task(self) -> None:
+        try:
+            info = self.contract.task_info(self.task)
+        except TransactionReverted as exc:
+            raise TrainingError(f"no task {self.task} at {self.contract.address}") from exc
+        if info.spec_digest != self.spec.digest():
+            raise TrainingError(
+                f"task {self.task}'s spec digest on chain is {info.spec_digest.hex()}, "
+                f"this spec's is {self.spec.digest().hex()}"
+            )
+        if info.rule != self.spec.rule or info.rounds != self.spec.rounds:
+            raise TrainingError("the task on chain has another rule or number of rounds")
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def make_update(self, round: int) -> npt.ArrayLike:
+        """This round's update: ``train(global_params)``."""
+        return self.train(self.params)
+
+    def publish(self, blob: bytes) -> bytes:
+        """Store the blob where others fetch it; returns the digest to commit to."""
+        return self.store.put(blob)
+
+    def send_reveal(self, round: int, digest: bytes, salt: bytes) -> Receipt | None:
+        """Reveal the commitment on chain (None: nothing was sent)."""
+        return self.contract.reveal(self.task, round, digest, salt)
+
+    # -- driving ------------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """Take the next action the chain's state calls for; False when there was none."""
+        if self.done:
+            return False
+        try:
+            return self._step()
+        except TransactionReverted as exc:
+            if exc.reason == "party excluded" and self._check_excluded():
+                return True
+            raise
+
+    def _step(self) -> bool:
+        if not self._announced:
+            self._announced = True
+            try:
+                self._spend(self.contract.announce(self.task, self.endpoint))
+            except TransactionReverted as exc:
+                if exc.reason == "party excluded":
+                    raise
+                self._stop(exc.reason)
+            return True
+        state = self.contract.round_state(self.task)
+        if self._round < state.round:
+            while self._round < state.round:
+                self._close_round()
+            self.done = state.phase == Phase.FINISHED
+            return True
+        local = self._local
+        if state.phase == Phase.COMMIT and not local.tried_commit:
+            self._commit(local)
+            return True
+        if state.phase == Phase.REVEAL and local.committed and not local.revealed:
+            self._reveal(local)
+            return True
+        if state.phase == Phase.ATTEST and not local.attested:
+            self._attest(local)
+            return True
+        if state.phase == Phase.EXPIRED:
+            try:
+                self._spend(self.contract.advance(self.task))
+            except TransactionReverted as exc:
+                if exc.reason not in ("round still open", "task finished"):
+                    raise
+            return True
+        return False
+
+    def run(
+        self,
+        *,
+        poll_interval: float = 0.2,
+        mine_idle_after: float | None = 2.0,
+        timeout: float = 600.0,
+    ) -> list[RoundReport]:
+        """Step until the task finishes (or this party is excluded or refused).
+
+        With ``mine_idle_after`` (seconds), a chain that produced no block for that long is
+        nudged with a 0-wei transfer to this party's own account (development nodes mine only
+        on demand); None never does that. Raises :class:`TrainingError` after ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        ledger = self.contract.ledger
+        last_block = ledger.block_number()
+        last_change = time.monotonic()
+        while not self.done:
+            if time.monotonic() > deadline:
+                raise TrainingError(f"task {self.task} did not finish within {timeout:.0f} s")
+            if self.step():
+                continue
+            block = ledger.block_number()
+            if block != last_block:
+                last_block, last_change = block, time.monotonic()
+            elif mine_idle_after is not None and time.monotonic() - last_change > mine_idle_after:
+                self._spend(ledger.transfer(self.address, 0))
+                continue
+            time.sleep(poll_interval)
+        return self.reports
+
+    # -- the phases -----------------------------------------------------------------------
+
+    def _commit(self, local: _Local) -> None:
+        local.tried_commit = True
+        if self._check_excluded():
+            return
+        try:
+            blob = encode_update(
+                self.make_update(local.round), shape=self.spec.shape, max_norm=self.spec.max_norm
+            )
+        except UpdateRejected as exc:
+            local.report.own = f"not submitted: {exc.reason}"
+            return
+        digest = self.publish(blob)
+        salt = secrets.token_bytes(32)
+        try:
+            self._spend(
+                self.contract.commit(self.task, local.round, commitment(digest, salt, self.address))
+            )
+        except TransactionReverted as exc:
+            if exc.reason == "party excluded":
+                raise
+            local.report.own = f"commit refused: {exc.reason}"
+            return
+        local.committed = True
+        local.salt, local.digest = salt, digest
+        local.report.own = "committed"
+
+    def _reveal(self, local: _Local) -> None:
+        local.revealed = True
+        assert local.digest is not None
+        assert local.salt is not None
+        try:
+            receipt = self.send_reveal(local.round, local.digest, local.salt)
+        except TransactionReverted as exc:
+            if exc.reason == "party excluded":
+                raise
+            local.report.own = f"reveal refused: {exc.reason}"
+            return
+        if receipt is None:
+            local.report.own = "not revealed"
+            return
+        self._spend(receipt)
+        local.report.own = "revealed"
+
+    def _attest(self, local: _Local) -> None:
+        local.attested = True
+        computed = local.computed = self._compute(local.round)
+        self._vote(computed, local.report)
+        try:
+            self._spend(
+                self.contract.attest(
+                    self.task,
+                    local.round,
+                    computed.digest,
+                    scores_digest(self.task, local.round, computed.scores),
+                )
+            )
+        except TransactionReverted as exc:
+            if exc.reason not in _ROUND_CLOSED:
+                raise
+            return
+        local.report.attested = computed.digest.hex()
+
+    def _close_round(self) -> None:
+        local = self._local
+        report = local.report
+        outcome = self.contract.outcome(self.task, local.round)
+        report.status = outcome.status
+        if outcome.status == "finalized":
+            assert outcome.aggregate_digest is not None
+            report.aggregate_digest = outcome.aggregate_digest.hex()
+            computed = local.computed
+            if computed is None or computed.digest != outcome.aggregate_digest:
+                computed = local.computed = self._compute(local.round)
+            if computed.digest != outcome.aggregate_digest:
+                raise TrainingError(
+                    f"round {local.round}: a quorum finalized {outcome.aggregate_digest.hex()}, "
+                    f"this party computes {computed.digest.hex()}"
+                )
+            self.global_fixed = self.global_fixed + computed.fixed
+        elif local.computed is None:
+            local.computed = self._compute(local.round)
+        computed = local.computed
+        if computed is not None:
+            report.accepted = list(computed.accepted)
+            report.rejected = dict(computed.rejected)
+            report.flagged = list(computed.flagged)
+            report.scores = dict(computed.scores)
+            self._count_flags(computed)
+        if self._round + 1 < self.spec.rounds:
+            self._vote(None, report)
+        report.excluded = sorted(
+            s.party for s in self.contract.party_states(self.task) if s.excluded
+        )
+        if self.evaluate is not None:
+            report.utility = float(self.evaluate(self.params))
+        report.gas_used = self._gas - sum(r.gas_used for r in self.reports)
+        self.reports.append(report)
+        if self.on_round is not None:
+            self.on_round(report)
+        self._round += 1
+        self._local = _Local(self._round)
+
+    def _count_flags(self, computed: _Computed) -> None:
+        for party in computed.committed:
+            self._seen[party] = self._seen.get(party, 0) + 1
+        for party in computed.flagged:
+            self._flags[party] = self._flags.get(party, 0) + 1
+
+    def _vote(self, computed: _Computed | None, report: RoundReport) -> None:
+        """Vote to exclude the parties over the thresholds (module docstring, step 6),
+        counting ``computed`` (the round not yet closed) if given."""
+        flags = dict(self._flags)
+        seen = dict(self._seen)
+        for party in computed.committed if computed else ():
+            seen[party] = seen.get(party, 0) + 1
+        for party in computed.flagged if computed else ():
+            flags[party] = flags.get(party, 0) + 1
+        for party in sorted(flags):
+            if party == self.address or party in self._voted:
+                continue
+            count = flags[party]
+            if count < self.spec.exclude_after:
+                continue
+            if count < self.spec.exclude_fraction * seen.get(party, count):
+                continue
+            if self.contract.task_info(self.task).active <= self.spec.quorum:
+                continue
+            self._voted.add(party)
+            try:
+                self._spend(self.contract.vote_exclude(self.task, party))
+            except TransactionReverted as exc:
+                if exc.reason not in ("party already excluded", "already voted", "task finished"):
+                    raise
+                continue
+            report.votes.append(party)
+
+    def _check_excluded(self) -> bool:
+        if self.contract.party_state(self.task, self.address).excluded:
+            self.excluded = True
+            self._local.report.own = "excluded"
+            self._stop("party excluded")
+            return True
+        return False
+
+    def _stop(self, reason: str) -> None:
+        self.refused = reason
+        self.done = True
+
+    def _spend(self, receipt: Receipt) -> None:
+        self._gas += receipt.gas_used
+
+    # -- computing the aggregate -------------------------------------------------------
+
+    def _compute(self, round: int) -> _Computed:
+        """Fetch, check and aggregate the round's revealed updates (module docstring, 4-5)."""
+        committed, reveals = self._round_parties(round)
+        rejected: dict[str, str] = {}
+        accepted: dict[str, FixedArray] = {}
+        for party in committed:
+            if party not in reveals:
+                rejected[party] = "committed but never revealed"
+        for party in sorted(reveals):
+            digest = reveals[party]
+            earlier = self._digest_rounds.get(digest)
+            if earlier is not None and earlier < round:
+                rejected[party] = f"replays the update revealed in round {earlier}"
+                continue
+            self._digest_rounds.setdefault(digest, round)
+            try:
+                blob = self._fetch(party, digest)
+                accepted[party] = decode_update(
+                    blob, shape=self.spec.shape, max_norm=self.spec.max_norm
+                )
+            except BlobMismatch:
+                rejected[party] = "blob does not match its revealed digest"
+            except BlobUnavailable as exc:
+                rejected[party] = f"blob unavailable: {exc}"
+            except UpdateRejected as exc:
+                rejected[party] = exc.reason
+        order = sorted(accepted)
+        rows = [dequantize(accepted[p]) for p in order]
+        flagged = set(rejected)
+        if rows:
+            try:
+                result = RULES[self.spec.rule](rows, max_norm=self.spec.max_norm)
+            except AggregationError as exc:
+                for p in order:
+                    rejected.setdefault(p, f"not aggregated: {exc}")
+                fixed = np.zeros(self.spec.shape, dtype=np.int64)
+                weights = [0.0] * len(order)
+            else:
+                fixed = np.asarray(result.fixed, dtype=np.int64)
+                flagged.update(order[k] for k in result.flagged)
+                weights = [float(w) for w in result.weights]
+        else:
+            fixed = np.zeros(self.spec.shape, dtype=np.int64)
+            weights = []
+        scores = {p: 0.0 for p in sorted(set(committed) | set(reveals))}
+        scores.update(self._scores(round, order, rows, weights))
+        return _Computed(
+            fixed=fixed,
+            digest=aggregate_digest(fixed),
+            accepted=order,
+            rejected=rejected,
+            flagged=sorted(flagged),
+            committed=committed,
+            scores=scores,
+        )
+
+    def _round_parties(self, round: int) -> tuple[list[str], dict[str, bytes]]:
+        """Who committed in ``round``, and each revealed digest: from the contract's state
+        while no party has moved past the round, else from its events (slower)."""
+        states = self.contract.party_states(self.task)
+        if all((s.committed_round or 0) <= round for s in states):
+            committed = sorted(s.party for s in states if s.committed_round == round)
+            reveals = {
+                s.party: s.update_digest
+                for s in states
+                if s.revealed_round == round and s.update_digest is not None
+            }
+            return committed, reveals
+        start = self._start_block()
+        reveals = self.contract.reveals(self.task, round, from_block=start)
+        events = self.contract.events(self.task, "Committed", from_block=start)
+        return sorted(str(e["party"]) for e in events if int(e["round"]) == round), reveals
+
+    def _start_block(self) -> int:
+        if self._from_block is None:
+            self._from_block = self.contract.created_block(self.task)
+        return self._from_block
+
+    def _endpoints(self, refresh: bool) -> dict[str, str]:
+        if refresh or self._endpoint_cache is None:
+            self._endpoint_cache = self.contract.endpoints(
+                self.task, from_block=self._start_block()
+            )
+        return self._endpoint_cache
+
+    def _fetch(self, party: str, digest: bytes) -> bytes:
+        if self.store.has(digest):
+            return self.store.get(digest)
+        endpoints = self._endpoints(refresh=False)
+        if party not in endpoints:
+            endpoints = self._endpoints(refresh=True)
+        owner = endpoints.get(party)
+        others = [url for who, url in sorted(endpoints.items()) if who not in (party, self.address)]
+        blob = fetch_any([*([owner] if owner else []), *others], digest, timeout=self.fetch_timeout)
+        self.store.put(blob)
+        return blob
+
+    def _scores(
+        self, round: int, order: list[str], rows: list[FloatArray], weights: list[float]
+    ) -> dict[str, float]:
+        if not order:
+            return {}
+        if self.spec.contribution == "weights" or self.evaluate is None:
+            return dict(zip(order, weights, strict=True))
+        evaluate = self.evaluate
+        base = self.params
+        stacked = np.stack(rows)
+
+        def utility(coalition: frozenset[int]) -> float:
+            if not coalition:
+                return float(evaluate(base))
+            members = sorted(coalition)
+            return float(evaluate(base + stacked[members].mean(axis=0)))
+
+        seed = int(np.random.SeedSequence([self.seed, self.task, round]).generate_state(1)[0])
+        estimate = gtg_shapley(len(order), utility, seed=seed, max_permutations=60)
+        return {p: float(v) for p, v in zip(order, estimate.values, strict=True)}
+
+
+# --------------------------------------------------------------------------- in-process runs
+
+
+def run_local(parties: Sequence[Party], *, miner: Ledger, max_steps: int = 100_000) -> None:
+    """Drive several parties that share one process (and one chain) to the end of their task.
+
+    Each party takes one action in turn; when none has anything to do, ``miner`` sends a 0-wei
+    transfer to itself, so a deadline on a chain that mines on demand still arrives.
+    """
+    for _ in range(max_steps):
+        if all(p.done for p in parties):
+            return
+        progressed = False
+        for party in parties:
+            progressed = party.step() or progressed
+        if not progressed:
+            miner.transfer(miner.account, 0)
+    raise TrainingError(f"the parties did not finish within {max_steps} steps")
+
+
+# --------------------------------------------------------------------------- recording
+
+
+class LedgerRecorder:
+    """Records each round of a training run that one coordinator aggregates by itself
+    (``ailedger train simulate``, a Flower server) on chain: one ``record`` transaction per
+    round, on a single-participant task whose spec digest describes the run.
+
+    Use :meth:`start` to create the task, then :meth:`record` (or call the recorder with any
+    object that has ``round``, ``digest`` (hex) and optional ``contributions``, such as a
+    simulation's round result).
+    """
+
+    def __init__(self, *, contract: TrainingTask, task: int) -> None:
+        self.contract = contract
+        self.task = task
+        self.receipts: list[Receipt] = []
+
+    @classmethod
+    def start(
+        cls, contract: TrainingTask, *, spec: Mapping[str, Any], rounds: int, rule: str
+    ) -> LedgerRecorder:
+        """Create a single-participant task (this ledger's account) for a run of ``rounds``."""
+        digest = hashlib.sha256(canonical_json(dict(spec))).digest()
+        task, _ = contract.create_task(
+            spec_digest=digest,
+            participants=[contract.ledger.account],
+            rounds=rounds,
+            quorum=1,
+            rule=rule,
+            commit_blocks=1,
+            reveal_blocks=1,
+            attest_blocks=1,
+        )
+        return cls(contract=contract, task=task)
+
+    def record(self, round: int, aggregate_digest: bytes, scores: bytes | None = None) -> Receipt:
+        """Finalize ``round`` with its aggregate digest (and scores digest, default zero)."""
+        receipt = self.contract.record(self.task, round, aggregate_digest, scores or bytes(32))
+        self.receipts.append(receipt)
+        return receipt
+
+    def __call__(self, result: Any) -> None:
+        contributions = getattr(result, "contributions", None)
+        scores = None
+        if contributions is not None:
+            values = {str(i): float(v) for i, v in enumerate(contributions)}
+            scores = scores_digest(self.task, int(result.round), values)
+        self.record(int(result.round), bytes.fromhex(str(result.digest)), scores)
+
+    @property
+    def gas_used(self) -> int:
+        return sum(r.gas_used for r in self.receipts)

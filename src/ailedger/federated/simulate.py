@@ -1,0 +1,506 @@
+"""Federated training with every party in one process, for experiments and benchmarks.
+
+One round (FedAvg's loop, McMahan et al. 2017, over update vectors):
+
+1. Every active client trains the global model ``w`` on its shard
+   (:meth:`.models.Model.train_local`) and proposes the update ``u_i = w_i - w``.
+2. Malicious clients attack. ``label_flip`` trains on labels ``y -> C - 1 - y`` (Tolpegin
+   et al. 2020). ``scaling`` boosts a poisoned update, the model-replacement attack of
+   Bagdasaryan et al. 2020: the update is trained on flipped labels, then multiplied (factor
+   10 by default). ``free_rider`` sends the zero update or, with ``free_rider_mode=
+   "previous"``, a copy of the previous round's global update (zero in the first round), Lin
+   et al. 2019. Every other name of :data:`.attacks.ATTACKS` replaces the
+   malicious updates by ``attack(own, benign)`` with the honest updates the attackers would
+   have sent (``own``) and every benign update of the round (``benign``): the full-knowledge
+   setting of Fang et al. 2020 and Cao et al. 2021. ``none`` leaves them honest. Extra
+   ``free_riders`` (after the malicious clients) always free-ride.
+3. The rule ``RULES[rule]`` (:mod:`.aggregate`, deterministic fixed point) aggregates the
+   updates; FLTrust's root update is the server's own update on a small clean root set held
+   out of the training data (100 examples, as in Cao et al. 2021 §5.1).
+4. ``w <- w + server_lr * aggregate``; test accuracy and loss are measured.
+5. Optionally, each party's contribution is scored with GTG-Shapley (Liu et al. 2022) or
+   exact Shapley values. As in GTG-Shapley, a coalition's model is reconstructed from its
+   members' updates without retraining: ``w + server_lr * sum(u_i for i in S) / n``, the
+   round's FedAvg aggregate with the other parties' shares left out (``S = {}`` gives ``w``,
+   the full coalition FedAvg's model). Its utility is the accuracy on a validation set held
+   out of the training data. Fixed shares ``1 / n``, rather than the mean over ``S``, make a
+   zero update worth exactly nothing, where a mean would reward it for damping the step.
+   Cost grows quickly with the number of parties, so scoring is limited to
+   ``contribution_max_clients`` parties.
+6. A party flagged by the rule in at least ``exclude_after`` rounds, and in at least
+   ``exclude_fraction`` of the rounds it took part in, is excluded from later rounds (never
+   leaving fewer than half the clients active). The fraction guard matters because robust
+   rules also flag some honest parties: Multi-Krum always drops ``f`` of them (on digits, an
+   honest party is flagged in up to about half the rounds; a sign flipper in all).
+
+Clients ``0 .. malicious-1`` are malicious, the next ``free_riders`` free-ride, the rest are
+honest. Everything random (initial model, partition, hold-outs, local shuffles, attack noise,
+GTG permutations) comes from ``numpy.random.SeedSequence`` children of ``seed``, so one seed
+gives bit-identical runs on one machine (the aggregate digests compare across machines;
+local training uses floating-point BLAS, whose last bits may differ between machines).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ailedger.errors import InputError
+from ailedger.federated.aggregate import RULES, aggregate_digest, dequantize, quantize
+from ailedger.federated.attacks import ATTACKS, label_flip
+from ailedger.federated.contribution import (
+    MAX_EXACT_PARTIES,
+    ShapleyEstimate,
+    exact_shapley,
+    gtg_shapley,
+)
+from ailedger.federated.data import Dataset, Partition, load_dataset, parse_partition, partition
+from ailedger.federated.models import MODELS, Model, make_model
+
+__all__ = [
+    "ATTACK_NAMES",
+    "RoundResult",
+    "SimulationConfig",
+    "SimulationResult",
+    "simulate",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: every attack name :class:`SimulationConfig` accepts
+ATTACK_NAMES: tuple[str, ...] = ("none", "label_flip", *ATTACKS)
+_POISONED_DATA = frozenset({"label_flip", "scaling"})
+_SEED_ROOT, _SEED_VALIDATION, _SEED_PARTITION, _SEED_INIT = 1, 2, 3, 4
+_SEED_CLIENT, _SEED_ATTACK, _SEED_SERVER, _SEED_SHAPLEY = 5, 6, 7, 8
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Settings of one simulated federation (module docstring for their meaning).
+
+    Invalid settings raise :class:`InputError` at construction. ``data`` is ``"digits"`` or
+    ``"mnist"`` (from ``data_dir``); ``partition`` is ``"iid"`` or ``"dirichlet:ALPHA"``;
+    ``lr`` is the clients' SGD step, ``server_lr`` the step applied to the aggregate;
+    ``attack_params`` and ``rule_params`` go to the attack and the rule as keywords.
+    ``contribution`` is ``"none"``, ``"gtg"`` or ``"exact"``.
+    """
+
+    data: str = "digits"
+    data_dir: Path | None = None
+    clients: int = 10
+    malicious: int = 0
+    free_riders: int = 0
+    attack: str = "none"
+    attack_params: Mapping[str, Any] = field(default_factory=dict)
+    rule: str = "default"
+    rule_params: Mapping[str, Any] = field(default_factory=dict)
+    rounds: int = 10
+    partition: str = "iid"
+    seed: int = 0
+    model: str = "logreg"
+    hidden: int = 64
+    local_epochs: int = 1
+    lr: float = 0.1
+    batch_size: int = 32
+    server_lr: float = 1.0
+    root_size: int = 100
+    validation_size: int = 200
+    contribution: Literal["none", "gtg", "exact"] = "none"
+    contribution_max_clients: int = 10
+    exclude_after: int | None = None
+    exclude_fraction: float = 0.75
+    free_rider_mode: Literal["zero", "previous"] = "zero"
+
+    def __post_init__(self) -> None:
+        def positive(name: str, value: Any, low: int = 1) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"{name} must be an int >= {low}, got {value!r}")
+
+        if self.data not in ("digits", "mnist"):
+            raise InputError(f"unknown data set {self.data!r}; use 'digits' or 'mnist'")
+        positive("clients", self.clients)
+        positive("malicious", self.malicious, 0)
+        positive("free_riders", self.free_riders, 0)
+        positive("rounds", self.rounds)
+        positive("hidden", self.hidden)
+        positive("local_epochs", self.local_epochs)
+        positive("batch_size", self.batch_size)
+        positive("root_size", self.root_size)
+        positive("validation_size", self.validation_size)
+        positive("contribution_max_clients", self.contribution_max_clients)
+        positive("seed", self.seed, 0)
+        if self.malicious + self.free_riders >= self.clients:
+            raise InputError(
+                f"malicious ({self.malicious}) plus free riders ({self.free_riders}) must be "
+                f"fewer than the clients ({self.clients})"
+            )
+        if self.attack not in ATTACK_NAMES:
+            raise InputError(
+                f"unknown attack {self.attack!r}; use one of {', '.join(ATTACK_NAMES)}"
+            )
+        if self.rule not in RULES:
+            raise InputError(f"unknown rule {self.rule!r}; use one of {', '.join(RULES)}")
+        if self.model not in MODELS:
+            raise InputError(f"unknown model {self.model!r}; use one of {', '.join(MODELS)}")
+        parse_partition(self.partition)
+        for name, value in (("lr", self.lr), ("server_lr", self.server_lr)):
+            if isinstance(value, bool) or not (math.isfinite(value) and value > 0):
+                raise InputError(f"{name} must be a positive number, got {value!r}")
+        if self.contribution not in ("none", "gtg", "exact"):
+            raise InputError(
+                f"unknown contribution method {self.contribution!r}; use none, gtg or exact"
+            )
+        limit = self.contribution_max_clients
+        if self.contribution == "exact":
+            limit = min(limit, MAX_EXACT_PARTIES)
+        if self.contribution != "none" and self.clients > limit:
+            raise InputError(
+                f"contribution scores are limited to {limit} clients (got {self.clients}): "
+                "each round evaluates up to 2**clients coalitions"
+            )
+        if self.exclude_after is not None:
+            positive("exclude_after", self.exclude_after)
+        if self.free_rider_mode not in ("zero", "previous"):
+            raise InputError(
+                f"free_rider_mode must be 'zero' or 'previous', got {self.free_rider_mode!r}"
+            )
+        if not 0 <= self.exclude_fraction <= 1:
+            raise InputError(f"exclude_fraction must be in [0, 1], got {self.exclude_fraction}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON-able dict."""
+        doc = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        doc["data_dir"] = None if self.data_dir is None else str(self.data_dir)
+        doc["attack_params"] = dict(self.attack_params)
+        doc["rule_params"] = dict(self.rule_params)
+        return doc
+
+
+@dataclass(frozen=True, eq=False)
+class RoundResult:
+    """Metrics of one round.
+
+    Party indices are global (``0 .. clients-1``). ``participants`` took part; ``selected``
+    and ``flagged`` are the rule's verdicts; ``excluded`` are the parties excluded from the
+    next round on (cumulative). ``digest`` is the hex SHA-256 of the fixed-point aggregate
+    (what parties vote on). ``contributions`` (one value per client, 0 for absent ones, in
+    accuracy units) is set when scoring was asked for. ``seconds`` is wall time.
+    """
+
+    round: int
+    test_accuracy: float
+    test_loss: float
+    participants: tuple[int, ...]
+    selected: tuple[int, ...]
+    flagged: tuple[int, ...]
+    excluded: tuple[int, ...]
+    digest: str
+    update_norm: float
+    contributions: tuple[float, ...] | None
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The metrics as a JSON-able dict."""
+        return {
+            "round": self.round,
+            "test_accuracy": self.test_accuracy,
+            "test_loss": self.test_loss,
+            "participants": list(self.participants),
+            "selected": list(self.selected),
+            "flagged": list(self.flagged),
+            "excluded": list(self.excluded),
+            "digest": self.digest,
+            "update_norm": self.update_norm,
+            "contributions": None if self.contributions is None else list(self.contributions),
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationResult:
+    """Outcome of :func:`simulate`.
+
+    ``params`` is the final global parameter vector; ``model_digest`` the hex digest of its
+    fixed-point form (:func:`.aggregate.aggregate_digest`), equal for equal runs.
+    ``contributions`` sums the per-round scores (None without scoring).
+    """
+
+    config: SimulationConfig
+    model_spec: dict[str, Any]
+    malicious: tuple[int, ...]
+    free_riders: tuple[int, ...]
+    rounds: tuple[RoundResult, ...]
+    params: FloatArray
+    model_digest: str
+    excluded: tuple[int, ...]
+    contributions: tuple[float, ...] | None
+
+    @property
+    def final_accuracy(self) -> float:
+        """Test accuracy of the final model."""
+        return self.rounds[-1].test_accuracy
+
+    @property
+    def final_loss(self) -> float:
+        """Test cross-entropy of the final model."""
+        return self.rounds[-1].test_loss
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the parameters, as a JSON-able dict."""
+        return {
+            "config": self.config.to_json(),
+            "model": self.model_spec,
+            "malicious": list(self.malicious),
+            "free_riders": list(self.free_riders),
+            "final_accuracy": self.final_accuracy,
+            "final_loss": self.final_loss,
+            "model_digest": self.model_digest,
+            "excluded": list(self.excluded),
+            "contributions": None if self.contributions is None else list(self.contributions),
+            "rounds": [r.to_json() for r in self.rounds],
+        }
+
+
+def _rng(seed: int, *path: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *path]))
+
+
+def _int_seed(seed: int, *path: int) -> int:
+    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
+
+
+@dataclass(frozen=True, eq=False)
+class _Setup:
+    dataset: Dataset
+    model: Model
+    shards: Partition
+    x_clients: FloatArray
+    y_clients: npt.NDArray[np.int64]
+    x_root: FloatArray
+    y_root: npt.NDArray[np.int64]
+    x_val: FloatArray
+    y_val: npt.NDArray[np.int64]
+
+
+def _setup(config: SimulationConfig, dataset: Dataset | None) -> _Setup:
+    data = dataset if dataset is not None else load_dataset(config.data, config.data_dir)
+    n_train = data.x_train.shape[0]
+    held = config.root_size + config.validation_size
+    if n_train - held < 2 * config.clients:
+        raise InputError(
+            f"{data.name} has {n_train} training examples: too few for {config.clients} clients "
+            f"after holding out {held} for the root and validation sets"
+        )
+    order = _rng(config.seed, _SEED_ROOT).permutation(n_train)
+    root, val, rest = (
+        order[: config.root_size],
+        order[config.root_size : held],
+        np.sort(order[held:]),
+    )
+    x_clients, y_clients = data.x_train[rest], data.y_train[rest]
+    shards = partition(
+        y_clients, config.clients, config.partition, seed=_int_seed(config.seed, _SEED_PARTITION)
+    )
+    options = {"hidden": config.hidden} if config.model == "mlp" else {}
+    model = make_model(
+        config.model, num_features=data.num_features, num_classes=data.num_classes, **options
+    )
+    return _Setup(
+        dataset=data,
+        model=model,
+        shards=shards,
+        x_clients=x_clients,
+        y_clients=y_clients,
+        x_root=data.x_train[root],
+        y_root=data.y_train[root],
+        x_val=data.x_train[val],
+        y_val=data.y_train[val],
+    )
+
+
+def _round_updates(
+    config: SimulationConfig,
+    setup: _Setup,
+    params: FloatArray,
+    active: list[int],
+    round_no: int,
+    previous: FloatArray | None,
+) -> FloatArray:
+    """The updates the active clients send this round, shape ``(len(active), num_params)``."""
+    model = setup.model
+    malicious = set(range(config.malicious))
+    riders = set(range(config.malicious, config.malicious + config.free_riders))
+    updates = np.zeros((len(active), model.num_params), dtype=np.float64)
+    for row, client in enumerate(active):
+        if client in riders or (client in malicious and config.attack == "free_rider"):
+            continue
+        ix = setup.shards[client]
+        y = setup.y_clients[ix]
+        if client in malicious and config.attack in _POISONED_DATA:
+            y = label_flip(y, setup.dataset.num_classes)
+        trained = model.train_local(
+            params,
+            setup.x_clients[ix],
+            y,
+            epochs=config.local_epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            rng=_rng(config.seed, _SEED_CLIENT, round_no, client),
+        )
+        updates[row] = trained - params
+    rider_rows = [r for r, c in enumerate(active) if c in riders]
+    attack_rows = [r for r, c in enumerate(active) if c in malicious]
+    if previous is not None and config.free_rider_mode == "previous":
+        updates[rider_rows] = previous
+        if config.attack == "free_rider":
+            updates[attack_rows] = previous
+    if attack_rows and config.attack not in ("none", "label_flip", "free_rider"):
+        benign_rows = [r for r, c in enumerate(active) if c not in malicious and c not in riders]
+        attack = ATTACKS[config.attack]
+        params_for_attack = dict(config.attack_params)
+        if config.attack == "scaling":
+            params_for_attack.setdefault("factor", 10.0)
+        updates[attack_rows] = attack(
+            updates[attack_rows],
+            updates[benign_rows],
+            rng=_rng(config.seed, _SEED_ATTACK, round_no),
+            **params_for_attack,
+        )
+    return updates
+
+
+def _contributions(
+    config: SimulationConfig,
+    setup: _Setup,
+    params: FloatArray,
+    updates: FloatArray,
+    round_no: int,
+) -> ShapleyEstimate:
+    model = setup.model
+
+    n = updates.shape[0]
+    fixed = quantize(updates, where="update")
+
+    def utility(coalition: frozenset[int]) -> float:
+        if not coalition:
+            return model.evaluate(params, setup.x_val, setup.y_val)
+        share = dequantize(fixed[sorted(coalition)].sum(axis=0)) / n
+        return model.evaluate(params + config.server_lr * share, setup.x_val, setup.y_val)
+
+    if config.contribution == "exact":
+        return exact_shapley(n, utility)
+    return gtg_shapley(n, utility, seed=_int_seed(config.seed, _SEED_SHAPLEY, round_no))
+
+
+def simulate(
+    config: SimulationConfig,
+    *,
+    dataset: Dataset | None = None,
+    on_round: Callable[[RoundResult], None] | None = None,
+) -> SimulationResult:
+    """Run the federation of ``config`` (module docstring) and return every round's metrics.
+
+    ``dataset`` replaces loading ``config.data`` (to reuse one loaded copy across runs);
+    ``on_round`` is called after each round with its :class:`RoundResult` (for a progress bar,
+    or to record the round on a ledger). Raises :class:`InputError` for unusable data and
+    :class:`~ailedger.errors.AggregationError` if the rule cannot aggregate a round.
+    """
+    setup = _setup(config, dataset)
+    model = setup.model
+    data = setup.dataset
+    params = model.init_params(_int_seed(config.seed, _SEED_INIT))
+    rule = RULES[config.rule]
+    flags = [0] * config.clients
+    seen = [0] * config.clients
+    excluded: list[int] = []
+    previous: FloatArray | None = None
+    results: list[RoundResult] = []
+    cumulative = np.zeros(config.clients) if config.contribution != "none" else None
+    for round_no in range(config.rounds):
+        started = time.perf_counter()
+        active = [c for c in range(config.clients) if c not in excluded]
+        updates = _round_updates(config, setup, params, active, round_no, previous)
+        options = dict(config.rule_params)
+        if config.rule == "fltrust":
+            root = model.train_local(
+                params,
+                setup.x_root,
+                setup.y_root,
+                epochs=config.local_epochs,
+                lr=config.lr,
+                batch_size=config.batch_size,
+                rng=_rng(config.seed, _SEED_SERVER, round_no),
+            )
+            options["root"] = root - params
+        outcome = rule(updates, **options)
+        scores: tuple[float, ...] | None = None
+        if cumulative is not None:
+            estimate = _contributions(config, setup, params, updates, round_no)
+            per_client = np.zeros(config.clients)
+            per_client[active] = estimate.values
+            cumulative += per_client
+            scores = tuple(float(v) for v in per_client)
+        params = params + config.server_lr * outcome.aggregate
+        previous = outcome.aggregate
+        flagged = tuple(active[k] for k in outcome.flagged)
+        for client in active:
+            seen[client] += 1
+        for client in flagged:
+            flags[client] += 1
+        if config.exclude_after is not None:
+            excluded = _exclusions(config, flags, seen, excluded)
+        results.append(
+            RoundResult(
+                round=round_no,
+                test_accuracy=model.evaluate(params, data.x_test, data.y_test),
+                test_loss=model.loss(params, data.x_test, data.y_test),
+                participants=tuple(active),
+                selected=tuple(active[k] for k in outcome.selected),
+                flagged=flagged,
+                excluded=tuple(excluded),
+                digest=outcome.digest.hex(),
+                update_norm=float(np.linalg.norm(outcome.aggregate)),
+                contributions=scores,
+                seconds=time.perf_counter() - started,
+            )
+        )
+        if on_round is not None:
+            on_round(results[-1])
+    return SimulationResult(
+        config=config,
+        model_spec=model.spec(),
+        malicious=tuple(range(config.malicious)),
+        free_riders=tuple(range(config.malicious, config.malicious + config.free_riders)),
+        rounds=tuple(results),
+        params=params,
+        model_digest=aggregate_digest(quantize(params, where="model")).hex(),
+        excluded=tuple(excluded),
+        contributions=None if cumulative is None else tuple(float(v) for v in cumulative),
+    )
+
+
+def _exclusions(
+    config: SimulationConfig, flags: list[int], seen: list[int], excluded: list[int]
+) -> list[int]:
+    """Excluded parties after a round: the old ones plus parties over the thresholds, most
+    flagged first, while at least half the clients stay active."""
+    assert config.exclude_after is not None
+    candidates = sorted(
+        (
+            c
+            for c in range(config.clients)
+            if c not in excluded
+            and flags[c] >= config.exclude_after
+            and flags[c] >= config.exclude_fraction * seen[c]
+        ),
+        key=lambda c: (-flags[c], c),
+    )
+    room = config.clients - (config.clients + 1) // 2 - len(excluded)
+    return sorted([*excluded, *candidates[: max(0, room)]])
