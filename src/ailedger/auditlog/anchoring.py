@@ -121,12 +121,7 @@ class Anchorer:
         return self.records()
 
     def records(self) -> list[AnchorRecord]:
-        with self.log._db_lock:
-            rows = self.log._conn.execute(
-                "SELECT id, size, root, chain_id, registry, tx_hash, block_number, block_hash, "
-                "status FROM anchors ORDER BY id"
-            ).fetchall()
-        return [_record(row) for row in rows]
+        return [_record(row) for row in self.log.anchor_rows()]
 
     def _still_there(self, record: AnchorRecord) -> bool:
         """Whether the chain still holds this anchor, in the block it was mined in."""
@@ -155,27 +150,15 @@ class Anchorer:
         )
 
     def _insert(self, checkpoint: Checkpoint) -> int:
-        with self.log._db_lock:
-            cursor = self.log._conn.execute(
-                "INSERT INTO anchors (size, root, chain_id, registry, status, updated) "
-                "VALUES (?, ?, ?, ?, 'new', ?)",
-                (
-                    checkpoint.size,
-                    checkpoint.root_hash,
-                    self.ledger.chain_id,
-                    self.registry.address,
-                    time.time(),
-                ),
-            )
-            return int(cursor.lastrowid or 0)
+        return self.log.add_anchor(
+            size=checkpoint.size,
+            root=checkpoint.root_hash,
+            chain_id=self.ledger.chain_id,
+            registry=self.registry.address,
+        )
 
     def _update(self, record_id: int, **values: Any) -> None:
-        columns = ", ".join(f"{name} = ?" for name in values)
-        with self.log._db_lock:
-            self.log._conn.execute(
-                f"UPDATE anchors SET {columns}, updated = ? WHERE id = ?",  # noqa: S608 - names are ours
-                (*values.values(), time.time(), record_id),
-            )
+        self.log.update_anchor(record_id, **values)
 
     def _get(self, record_id: int) -> AnchorRecord:
         return next(r for r in self.records() if r.id == record_id)

@@ -510,6 +510,41 @@ class AuditLog:
             index=index, hashes=tuple(self.prove_inclusion(index, size)), checkpoint=note
         )
 
+    # -- anchors (rows of :mod:`.anchoring`) -------------------------------------------------
+
+    _ANCHOR_COLUMNS = ("tx_hash", "block_number", "block_hash", "status")
+
+    def add_anchor(self, *, size: int, root: bytes, chain_id: int, registry: str) -> int:
+        """Remember an anchor about to be sent; returns its id."""
+        with self._db_lock:
+            cursor = self._conn.execute(
+                "INSERT INTO anchors (size, root, chain_id, registry, status, updated) "
+                "VALUES (?, ?, ?, ?, 'new', ?)",
+                (size, root, chain_id, registry, time.time()),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def update_anchor(self, anchor_id: int, **values: Any) -> None:
+        """Record an anchor's progress (tx_hash, block_number, block_hash, status)."""
+        unknown = set(values) - set(self._ANCHOR_COLUMNS)
+        if unknown:
+            raise InputError(f"anchors have no column {sorted(unknown)[0]!r}")
+        columns = ", ".join(f"{name} = ?" for name in values)
+        with self._db_lock:
+            self._conn.execute(
+                f"UPDATE anchors SET {columns}, updated = ? WHERE id = ?",  # noqa: S608 - names checked above
+                (*values.values(), time.time(), anchor_id),
+            )
+
+    def anchor_rows(self) -> list[tuple[Any, ...]]:
+        """Every anchor row, oldest first: id, size, root, chain id, registry, tx, block, status."""
+        with self._db_lock:
+            rows = self._conn.execute(
+                "SELECT id, size, root, chain_id, registry, tx_hash, block_number, block_hash, "
+                "status FROM anchors ORDER BY id"
+            ).fetchall()
+        return [tuple(row) for row in rows]
+
     # -- export -----------------------------------------------------------------------------
 
     def export(self, directory: Path) -> int:
