@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,8 @@ class AuditLog:
         self._conn = conn
         self._lock_fd = lock_fd
         self._db_lock = threading.RLock()
+        # append_many and the sequencer take turns, so a call's records stay consecutive
+        self._order_lock = threading.Lock()
         size = int(self._meta("size", "0"))
         self._tree = TileState(conn, size)
         self._queue: queue.SimpleQueue[tuple[PreparedEntry, Future[int]] | None] | None = None
@@ -214,23 +216,32 @@ class AuditLog:
     def append_many(
         self, records: Iterable[Mapping[str, Any]], *, sensitive: Collection[str] = ()
     ) -> range:
-        """Append records in batches; returns their indexes once all are durable."""
+        """Append records in batches; returns their (consecutive) indexes once all are durable.
+
+        While one batch is being written to disk the next is being prepared, so the two cores
+        of a small machine both work. A bad record stops the call with :class:`InputError`;
+        the batches before it are already durable, and nothing of its own batch is written.
+        """
         self._require_writable()
-        start = None
-        batch: list[PreparedEntry] = []
-        end = self._tree.size
-        for record in records:
-            batch.append(prepare(record, sensitive))
-            if len(batch) >= _BATCH:
-                first = self._commit(batch)
-                start = first if start is None else start
-                end = first + len(batch)
-                batch = []
-        if batch:
-            first = self._commit(batch)
-            start = first if start is None else start
-            end = first + len(batch)
-        return range(end if start is None else start, end)
+        with self._order_lock:
+            start = self._tree.size
+            batch: list[PreparedEntry] = []
+            in_flight: Future[int] | None = None
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditlog-commit") as pool:
+                try:
+                    for record in records:
+                        batch.append(prepare(record, sensitive))
+                        if len(batch) >= _BATCH:
+                            if in_flight is not None:
+                                in_flight.result()
+                            in_flight = pool.submit(self._commit, batch)
+                            batch = []
+                finally:
+                    if in_flight is not None:
+                        in_flight.result()
+            if batch:
+                self._commit(batch)
+            return range(start, self._tree.size)
 
     def append(self, record: Mapping[str, Any], *, sensitive: Collection[str] = ()) -> int:
         """Append one record; returns its index once it is durable.
@@ -319,7 +330,8 @@ class AuditLog:
                     break
                 pending.append(more)
             try:
-                first = self._commit([p for p, _ in pending])
+                with self._order_lock:
+                    first = self._commit([p for p, _ in pending])
             except BaseException as exc:
                 for _, done in pending:
                     done.set_exception(exc)

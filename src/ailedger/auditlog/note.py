@@ -117,7 +117,7 @@ def parse_verifier_key(vkey: str) -> NoteVerifier:
     check_key_name(name)
     if _HEX_KEY_ID.fullmatch(hex_id) is None:
         raise InputError(f"verifier key ID must be 8 hex digits, got {hex_id!r}")
-    key = _strict_b64decode(encoded, "verifier key")
+    key = strict_b64decode(encoded, "verifier key")
     if len(key) != 1 + _ED25519_KEY_SIZE or key[0] != ALG_ED25519:
         raise InputError("verifier key is not an Ed25519 key (type 0x01 and 32 bytes)")
     raw = key[1:]
@@ -220,13 +220,13 @@ def _parse_signature_line(line: str) -> tuple[str, int, bytes]:
     if not sep:
         raise InputError(f"signature line has no signature: {line!r}")
     check_key_name(name)
-    raw = _strict_b64decode(encoded, "signature")
+    raw = strict_b64decode(encoded, "signature")
     if len(raw) < _KEY_ID_SIZE + 1:
         raise InputError(f"signature by {name} is too short ({len(raw)} bytes)")
     return name, int.from_bytes(raw[:_KEY_ID_SIZE], "big"), raw[_KEY_ID_SIZE:]
 
 
-def _strict_b64decode(encoded: str, what: str) -> bytes:
+def strict_b64decode(encoded: str, what: str) -> bytes:
     """Decode standard, padded base64, accepting only its one canonical spelling."""
     try:
         raw = base64.b64decode(encoded.encode("ascii"), validate=True)

@@ -17,14 +17,13 @@ the inclusion of the entry in the checkpointed tree.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ailedger.auditlog import _merkle
 from ailedger.auditlog.checkpoint import Checkpoint, open_checkpoint
-from ailedger.auditlog.note import NoteVerifier
+from ailedger.auditlog.note import NoteVerifier, strict_b64decode
 from ailedger.errors import InputError
 
 __all__ = ["HEADER", "Receipt", "verify_receipt"]
@@ -159,10 +158,4 @@ def _split_head(raw: bytes) -> tuple[list[str], bytes]:
 
 
 def _b64(encoded: str, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(encoded.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise InputError(f"tlog-proof {what} is not valid base64") from exc
-    if not raw or base64.b64encode(raw).decode("ascii") != encoded:
-        raise InputError(f"tlog-proof {what} is not canonical, non-empty base64")
-    return raw
+    return strict_b64decode(encoded, f"tlog-proof {what}")

@@ -51,7 +51,7 @@ class PreparedEntry:
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
     """RFC 8785 canonical bytes of a record (a JSON object), at most 64 KiB."""
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):
         raise InputError(f"a log record must be a JSON object, got {type(record).__name__}")
     out = canonical_value(record)
     if len(out) > MAX_ENTRY_BYTES:
@@ -129,10 +129,10 @@ def open_commitment(commitment: str, salt: bytes, canonical: bytes) -> Any:
 
 def prepare(record: Mapping[str, Any], sensitive: Collection[str] = ()) -> PreparedEntry:
     """Replace the ``sensitive`` top-level fields by commitments and encode the record."""
-    if not isinstance(record, Mapping):
-        raise InputError(f"a log record must be a JSON object, got {type(record).__name__}")
     if not sensitive:
         return PreparedEntry(encode_record(record), ())
+    if not isinstance(record, Mapping):
+        raise InputError(f"a log record must be a JSON object, got {type(record).__name__}")
     public = dict(record)
     private = []
     for name in sensitive:
