@@ -101,6 +101,27 @@ class TileState:
         self._push(0, leaf, self.size)
         self.size += 1
 
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Add leaf hashes in order: whole runs go into the level-0 tile at once."""
+        if not self._partial:
+            self._partial.append([])
+        done = 0
+        while done < len(leaves):
+            bottom = self._partial[0]
+            room = TILE_WIDTH - len(bottom)
+            run = leaves[done : done + room]
+            if len(run) < room:
+                bottom.extend(run)
+                self._dirty.add(0)
+                self._partial_blob.pop(0, None)
+                self.size += len(run)
+                return
+            # the run fills the tile: the last leaf goes through _push, which closes it
+            bottom.extend(run[:-1])
+            self._push(0, run[-1], self.size + len(run) - 1)
+            self.size += len(run)
+            done += len(run)
+
     def _push(self, level: int, value: bytes, position: int) -> None:
         while True:
             if level == len(self._partial):

@@ -273,11 +273,10 @@ class AuditLog:
     def _commit(self, batch: Sequence[PreparedEntry]) -> int:
         with self._db_lock:
             first = self._tree.size
+            datas = [entry.data for entry in batch]
             leaf = _merkle.leaf_hash
-            rows = []
-            for offset, entry in enumerate(batch):
-                self._tree.append(leaf(entry.data))
-                rows.append((first + offset, entry.data))
+            self._tree.extend([leaf(data) for data in datas])
+            rows = list(zip(range(first, first + len(datas)), datas, strict=True))
             private_rows, key_rows = _encrypt_private(first, batch)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")

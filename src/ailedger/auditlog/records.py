@@ -39,6 +39,8 @@ COMMITMENT_DOMAIN = b"ailedger/commitment/v1\n"
 #: entries travel in C2SP entry bundles, whose length prefix is 16 bits
 MAX_ENTRY_BYTES = 65535
 _SAFE_INT = 2**53 - 1
+# built once: json.dumps with options builds a new encoder on every call
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,7 @@ def canonical_value(value: Any) -> bytes:
     anything else (floats, non-ASCII keys) goes through the reference canonicaliser.
     """
     if _plain(value):
-        data = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        data = _ENCODER.encode(value)
         try:
             return data.encode()
         except UnicodeEncodeError as exc:

@@ -25,7 +25,9 @@ order in which the updates arrive. The rules:
                    ``g_0``, each update rescaled to ``||g_0||``, weighted mean (Cao et al.,
                    "FLTrust: Byzantine-robust federated learning via trust bootstrapping",
                    NDSS 2021)
-``default``        :func:`robust`: clip to the median norm, Multi-Krum, trimmed mean
+``default``        :func:`robust`: drop outliers and updates with a non-positive inner
+                   product with the robust mean, centered clipping around the coordinate-wise
+                   median (Karimireddy et al. 2021), mean
 =================  =========================================================================
 
 Determinism scheme
@@ -131,7 +133,11 @@ _LIMB_MASK = (1 << _LIMB_BITS) - 1
 # limb products are < 2**46; 2**15 of them sum to < 2**61
 _CHUNK = 1 << 15
 _TRUST_BITS = 20
-_BOOST_RATIO = 3
+# an update farther than this many times the median distance from the centre is an outlier
+_FAR_RATIO = 3
+# a kept update whose squared distance from the centre exceeds this many times the median
+# squared distance (so farther than about 1.73 median distances) is flagged
+_FLAG_SQ_RATIO = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -638,57 +644,107 @@ def fltrust(
     )
 
 
+def _coordinate_median(rows: FixedArray) -> FixedArray:
+    """Coordinate-wise median of ``rows`` (n, d); for an even ``n`` the mean of the two middle
+    values, rounded half up."""
+    n = rows.shape[0]
+    ordered = np.sort(rows, axis=0)
+    lo, hi = (n - 1) // 2, n // 2 + 1
+    return _div_round(ordered[lo:hi].sum(axis=0), hi - lo)
+
+
 def robust(
     updates: Sequence[npt.ArrayLike] | npt.ArrayLike,
     *,
     f: int | None = None,
     max_norm: float = DEFAULT_MAX_NORM,
 ) -> AggregationResult:
-    """The default rule: median-norm clipping, then Multi-Krum, then a trimmed mean.
+    """The default rule: centered clipping around the median, with outlier and
+    inner-product filters.
 
-    1. Clip every update to the (lower) median norm of the round. A boosted (scaled) update
-       loses its magnification, and since the median is set by the honest majority an
-       attacker cannot raise the threshold.
-    2. Multi-Krum on the clipped updates keeps the ``n - f`` with the best scores. Updates
-       that point elsewhere (sign flipping, Gaussian noise, IPM with a large factor, free
-       riders when the benign mean is clear of the noise, Fang's Trim attack, whose values
-       sit beyond the benign extremes in every coordinate) are far from the benign cluster in
-       L2 and are dropped here.
-    3. Coordinate-wise trimmed mean over the kept updates, trimming ``t = min(f, (m-1)//2)``
-       values at each end. This removes what Multi-Krum alone lets through: colluding
-       updates crafted to win Krum (Fang et al. 2020's Krum attack sends ``f`` identical
-       vectors whose mutual distance is zero) sit on one side of every coordinate and are cut.
+    With ``c`` the coordinate-wise median of the ``n`` updates ``g_i`` and ``r_i = ||g_i - c||``:
 
-    Each stage covers the others' known weakness: Krum alone is steered by Fang's Krum attack,
-    the trimmed mean alone by large coordinated shifts, clipping alone by many small ones.
-    What remains is the bounded bias of in-distribution attacks such as ALIE, at most about
-    the benign spread per coordinate. ``f`` defaults to ``(n - 1) // 4`` (at most a quarter of
-    the parties). Flagged: parties dropped by Multi-Krum, kept parties whose values survived
-    the trimming in fewer than half as many coordinates as an equal share, and parties whose
-    norm exceeds 3 times the median norm (boosting: clipping made
-    their update harmless, but honest updates of one round rarely differ that much in size).
+    1. Radius. ``tau`` is the (lower) median of the ``r_i``, the spread of the honest
+       majority around its centre; an attacker can neither raise it nor the centre much while
+       it is a minority (the median's breakdown point is 1/2, Yin et al. 2018).
+    2. Far filter. Updates with ``r_i > 3 tau`` are dropped: boosted (scaling) updates,
+       noise, sign flips with a large factor, and on IID data label flippers and Fang et
+       al.'s Trim attack (whose values sit beyond the honest extremes in every coordinate)
+       lie there, while honest updates stayed within about ``2.2 tau`` in our measurements
+       on the benchmark, IID and non-IID.
+    3. Centered clipping (Karimireddy, He and Jaggi, "Learning from history for Byzantine
+       robust optimization", ICML 2021), with the median as the centre: every other update
+       becomes ``v_i = c + (g_i - c) min(1, tau / r_i)``, so no party moves the mean by more
+       than ``tau / m``.
+    4. Inner-product filter. ``ref`` is the mean of the ``v_i``; updates whose inner product
+       with ``ref`` is not positive (``<g_i, ref> <= 0``) are dropped. This is the condition
+       IPM (Xie et al. 2020) is built to create for the aggregate, and it catches what sits
+       near the centre but points backwards: IPM itself, Fang et al.'s Krum attack (``-lambda
+       s`` with ``s`` the sign of the honest mean), sign flipping, and the label flippers
+       and Trim attackers that step 2 leaves on non-IID data. It is FLTrust's
+       ``ReLU(cos)`` trust test (Cao et al. 2021) with a reference estimated from the
+       parties' updates instead of a server's root data set, which parties of a ledger
+       round do not have.
+    5. The aggregate is the mean of the kept ``v_i``, each party with equal weight.
+
+    Why not the previous design (median-norm clipping, Multi-Krum keeping ``n - f``, trimmed
+    mean): the attacks that send one vector from every attacker near the centre (IPM, Fang's
+    Krum attack, ALIE) have zero mutual distance, so Multi-Krum keeps most or all of them
+    and drops honest parties instead, and the trimmed mean then keeps the attackers' central values
+    in every coordinate while trimming honest ones, so the attackers' share of the aggregate
+    grew from 20 % to up to half. Multi-Krum's fixed ``n - f`` and the trim also cost
+    accuracy with no attack at all, on non-IID data most. Here an honest party is dropped
+    only beyond ``3 tau`` or pointing away from the robust mean (rare in the benchmark),
+    nothing amplifies an accepted attacker beyond ``1 / m``, and what passes both filters
+    is bounded by ``tau`` (at most the spread of honest updates).
+    The inner-product test is only as good as ``ref``, which accepted attackers move too:
+    where the honest signal is weak against the attackers' norm (late rounds in the
+    benchmark) Fang's Krum attack can pass it, and then weighs what it would under FedAvg,
+    ``1 / m`` per attacker within ``tau`` of the centre. On the FLTrust-setting benchmark
+    (MNIST, 100 clients, 20 malicious) the rule stays within 0.008 of attack-free FedAvg
+    under every attack, IID and Dirichlet(0.5).
+
+    Exact arithmetic: ``c`` and the means are integer, ``r_i**2`` and the inner products are
+    exact Python ints (:func:`_dot_exact`), the clipping factor is one correctly rounded
+    ``sqrt`` of an int/int division applied with one multiplication per coordinate
+    (:func:`_scale`). ``v_i`` lies between ``c`` and ``g_i`` in every coordinate, so the
+    aggregate stays inside the coordinate-wise range of the updates. Step 2 keeps at least
+    the party at the median distance; if no update passes step 4, or ``ref`` is zero, step 4
+    is skipped, so identical updates (or a single one) aggregate to themselves and the
+    weights always sum to 1.
+
+    ``f`` (assumed Byzantine parties, default ``(n - 1) // 4``) is not needed to aggregate:
+    the filters estimate from the round who to drop. It is only checked, ``n >= 2 f + 1``,
+    the honest majority the median centre needs. Flagged: the parties dropped in step 2 or
+    4 (weight 0), and kept parties with ``r_i**2 > 3 tau**2`` (``r_i`` above about ``1.73
+    tau``), whose update had to be shrunk by more than 40 % (clipping made them harmless,
+    but they are unusual enough to count towards exclusion). Every kept party's weight is
+    ``1 / m``.
     """
     prep = _prepare(updates, max_norm)
     n = prep.n
-    f = _check_f(f, n, _default_f(n), lambda f: 2 * f + 3 if f else 1, "robust")
-    tau_sq = _tau_sq(prep.rows, None, "robust")
-    rows, _ = _clip_rows(prep.rows, tau_sq)
-    boosted = {k for k in range(n) if _sq_norm(prep.rows[k]) > _BOOST_RATIO**2 * tau_sq}
-    m = n - f
-    chosen = sorted(_krum_ranking(_pairwise_sq_dist(rows), range(n), f)[:m])
-    t = min(f, (m - 1) // 2)
-    sel = rows[chosen]
-    idx = np.argsort(sel, axis=0, kind="stable")
-    ordered = np.take_along_axis(sel, idx, axis=0)
-    fixed = _div_round(ordered[t : m - t].sum(axis=0), m - 2 * t)
-    credit_sel = _coordinate_credit(idx, t, m - t, m)
-    credit = np.zeros(n, dtype=np.int64)
-    credit[chosen] = credit_sel
-    total = int(credit.sum())
-    weights = [int(c) / total for c in credit]
-    low = {chosen[k] for k in _flag_low_credit(credit_sel, m - 2 * t, m)}
-    flagged = [k for k in range(n) if k not in chosen or k in low or k in boosted]
-    return _finish(prep, fixed, selected=chosen, flagged=flagged, weights=weights)
+    _check_f(f, n, _default_f(n), lambda f: 2 * f + 1, "robust")
+    rows = prep.rows
+    center = _coordinate_median(rows)
+    offsets = rows - center
+    dist_sq = [_sq_norm(offsets[k]) for k in range(n)]
+    tau_sq = _lower_median(dist_sq)
+    # never empty: the party at the median distance is near
+    near = [k for k in range(n) if dist_sq[k] <= _FAR_RATIO**2 * tau_sq]
+    clipped = rows.copy()
+    for k in near:
+        if dist_sq[k] > tau_sq:
+            clipped[k] = center + _scale(offsets[k], _sqrt_ratio(tau_sq, dist_sq[k]))
+    ref = _div_round(clipped[near].sum(axis=0), len(near))
+    kept = near
+    if ref.any():
+        kept = [k for k in near if _dot_exact(rows[k], ref) > 0] or near
+    fixed = _div_round(clipped[kept].sum(axis=0), len(kept))
+    share = 1.0 / len(kept)
+    chosen = set(kept)
+    weights = [share if k in chosen else 0.0 for k in range(n)]
+    flagged = [k for k in range(n) if k not in chosen or dist_sq[k] > _FLAG_SQ_RATIO * tau_sq]
+    return _finish(prep, fixed, selected=kept, flagged=flagged, weights=weights)
 
 
 #: aggregation rules by name; each takes the updates and keyword options
