@@ -390,6 +390,54 @@ def test_default_rule_resists_the_attack_that_breaks_krum(seed: int) -> None:
     assert error < 2 * oracle
 
 
+def test_default_rule_known_answer() -> None:
+    # centre (1, 1), median distance 1: (3, 3) is clipped to (1, 1) + (2, 2) / sqrt(8) and,
+    # being 2.83 > 1.5 median distances out, flagged but kept
+    ups = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 3.0], [1.0, 1.0]]
+    res = robust(ups)
+    expected = (4 + math.sqrt(0.5)) / 5
+    assert np.allclose(res.aggregate, [expected, expected], atol=4 * ULP)
+    assert res.selected == (0, 1, 2, 3, 4)
+    assert res.flagged == (3,)
+    assert np.allclose(res.weights, 0.2)
+    # centre (2, 2), median distance 2: (10, 10) is beyond 3 median distances and dropped;
+    # the zero update has inner product 0 with the robust mean and is dropped too
+    ups = [[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0], [10.0, 10.0]]
+    res = robust(ups)
+    assert np.allclose(res.aggregate, [4 / 3, 4 / 3], atol=ULP)
+    assert res.selected == (1, 2, 3)
+    assert res.flagged == (0, 4)
+    assert res.weights.tolist() == [0.0, 1 / 3, 1 / 3, 1 / 3, 0.0]
+
+
+@pytest.mark.parametrize("attack", ["ipm", "fang_krum"])
+def test_default_rule_drops_anti_aligned_updates_that_win_krum(attack: str) -> None:
+    # noisy honest updates: the attackers' identical vectors sit nearer the centre than any
+    # honest update, so Multi-Krum keeps all of them; their inner product with the robust
+    # mean is negative, so the default rule drops them
+    rng = np.random.default_rng(4)
+    truth = rng.normal(size=D)
+    honest = truth + 2.0 * rng.normal(size=(N, D))
+    bad = ATTACKS[attack](honest[:N_BAD], honest[N_BAD:], rng=rng)
+    ups = [*bad, *honest[N_BAD:]]
+    assert set(range(N_BAD)) <= set(multikrum(ups, f=N_BAD).selected)
+    res = robust(ups)
+    assert set(res.flagged) >= set(range(N_BAD))
+    assert all(res.weights[i] == 0.0 for i in range(N_BAD))
+    assert set(res.selected) == set(range(N_BAD, N))
+    honest_mean = honest[N_BAD:].mean(axis=0)
+    error = np.linalg.norm(res.aggregate - honest_mean)
+    assert error < 0.5 * np.linalg.norm(fedavg(ups).aggregate - honest_mean)
+    assert error < 0.2 * np.linalg.norm(honest_mean)
+
+
+def test_default_rule_needs_an_honest_majority_for_f() -> None:
+    ups = [np.ones(3) * i for i in range(4)]
+    assert robust(ups, f=1).selected
+    with pytest.raises(AggregationError, match="needs at least"):
+        robust(ups, f=2)
+
+
 def test_ragged_update_is_rejected_naming_the_party() -> None:
     with pytest.raises(AggregationError, match="party 1"):
         fedavg([[1.0, 2.0], [[1.0], [2.0, 3.0]]])
