@@ -43,7 +43,7 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
 MODEL = "sha256:" + hashlib.sha256(b"benchmark model").hexdigest()
 
 
-def records(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
+def records(n: int, seed: int = 0, *, with_float: bool = False) -> Iterator[dict[str, Any]]:
     """Decision records of realistic shape (about 250 bytes each), cheap to make.
 
     Parts come from small precomputed pools, so the time measured is the logging's, not the
@@ -57,12 +57,13 @@ def records(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
         for s in range(60)
     ]
     actors = [f"service-{k}" for k in range(16)]
+    scores = [rng.random() for _ in range(1024)]
     for i in range(n):
         yield {
             "type": "decision",
             "model": MODEL,
             "input": inputs[i & 1023],
-            "output": i & 1,
+            "output": {"label": i & 1, "score": scores[i & 1023]} if with_float else i & 1,
             "actor": actors[i & 15],
             "time": times[i % 3600],
             "metadata": {"request": i, "region": "eu-west"},
@@ -82,9 +83,13 @@ def timed(fn: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def bench_ours(path: Path, n: int, sensitive: tuple[str, ...]) -> tuple[AuditLog, float]:
+def bench_ours(
+    path: Path, n: int, sensitive: tuple[str, ...], *, with_float: bool = False
+) -> tuple[AuditLog, float]:
     log = AuditLog.open(path, origin="bench.example/log")
-    _, seconds = timed(lambda: log.append_many(records(n), sensitive=sensitive))
+    _, seconds = timed(
+        lambda: log.append_many(records(n, with_float=with_float), sensitive=sensitive)
+    )
     return log, seconds
 
 
@@ -229,6 +234,12 @@ def main() -> None:
             "append_seconds": round(ours_sensitive, 2),
             "records_per_s": round(n / ours_sensitive),
         }
+        log_f, ours_float = bench_ours(tmp / "ours-float.sqlite", n, (), with_float=True)
+        log_f.close()
+        result["ours_records_with_a_float_score"] = {
+            "append_seconds": round(ours_float, 2),
+            "records_per_s": round(n / ours_float),
+        }
         result["plain_sqlite"] = {
             "append_seconds": round(plain, 2),
             "records_per_s": round(n / plain),
@@ -265,7 +276,14 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print()
     print(f"{'':34}{'records/s':>12}{'seconds':>10}{'vs plain':>10}")
-    for name in ("ours", "ours_one_sensitive_field", "plain_sqlite", "pymerkle_sqlite"):
+    names = (
+        "ours",
+        "ours_one_sensitive_field",
+        "ours_records_with_a_float_score",
+        "plain_sqlite",
+        "pymerkle_sqlite",
+    )
+    for name in names:
         row = result[name]
         if "records_per_s" in row:
             ratio = row["append_seconds"] / result["plain_sqlite"]["append_seconds"]

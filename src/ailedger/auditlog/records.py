@@ -38,9 +38,6 @@ __all__ = [
 COMMITMENT_DOMAIN = b"ailedger/commitment/v1\n"
 #: entries travel in C2SP entry bundles, whose length prefix is 16 bits
 MAX_ENTRY_BYTES = 65535
-_SAFE_INT = 2**53 - 1
-# built once: json.dumps with options builds a new encoder on every call
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,56 +59,8 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
 
 
 def canonical_value(value: Any) -> bytes:
-    """RFC 8785 canonical bytes of any JSON value, with a fast path for plain values.
-
-    Values made of strings, safe integers, booleans, nulls, lists and objects with ASCII keys
-    are serialised by the C JSON encoder, whose output is then identical to RFC 8785's;
-    anything else (floats, non-ASCII keys) goes through the reference canonicaliser.
-    """
-    if _plain(value):
-        data = _ENCODER.encode(value)
-        try:
-            return data.encode()
-        except UnicodeEncodeError as exc:
-            raise InputError("a log record holds a string that is not valid Unicode") from exc
+    """RFC 8785 canonical bytes of any JSON value (see :mod:`ailedger.crypto.canonical`)."""
     return canonical_json(value)
-
-
-def _plain(value: Any) -> bool:
-    """Whether the C JSON encoder's sorted, compact output is already RFC 8785 for ``value``.
-
-    Written as loops with the scalar cases inline: it runs once per logged record.
-    """
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not key.isascii():
-                return False
-            item_kind = type(item)
-            if item_kind is str or item_kind is bool or item is None:
-                continue
-            if item_kind is int:
-                if not -_SAFE_INT <= item <= _SAFE_INT:
-                    return False
-            elif not _plain(item):
-                return False
-        return True
-    if kind is list:
-        for item in value:
-            item_kind = type(item)
-            if item_kind is str or item_kind is bool or item is None:
-                continue
-            if item_kind is int:
-                if not -_SAFE_INT <= item <= _SAFE_INT:
-                    return False
-            elif not _plain(item):
-                return False
-        return True
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int:
-        return bool(-_SAFE_INT <= value <= _SAFE_INT)
-    return False
 
 
 def commit_value(value: Any, salt: bytes) -> tuple[str, bytes]:
