@@ -43,8 +43,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import queue
 import secrets
 import struct
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -930,17 +932,29 @@ class LedgerRecorder:
 
     Use :meth:`start` to create the task, then :meth:`record` (or call the recorder with any
     object that has ``round``, ``digest`` (hex) and optional ``contributions``, such as a
-    simulation's round result).
+    simulation's round result). With ``background`` the calls return at once and a worker
+    thread sends the transactions in order, so training goes on while the chain works; call
+    :meth:`flush` at the end (a failure surfaces there, or at the next call).
     """
 
-    def __init__(self, *, contract: TrainingTask, task: int) -> None:
+    def __init__(self, *, contract: TrainingTask, task: int, background: bool = False) -> None:
         self.contract = contract
         self.task = task
+        self.background = background
         self.receipts: list[Receipt] = []
+        self._work: queue.Queue[tuple[int, bytes, bytes | None] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     @classmethod
     def start(
-        cls, contract: TrainingTask, *, spec: Mapping[str, Any], rounds: int, rule: str
+        cls,
+        contract: TrainingTask,
+        *,
+        spec: Mapping[str, Any],
+        rounds: int,
+        rule: str,
+        background: bool = False,
     ) -> LedgerRecorder:
         """Create a single-participant task (this ledger's account) for a run of ``rounds``."""
         digest = hashlib.sha256(canonical_json(dict(spec))).digest()
@@ -954,7 +968,7 @@ class LedgerRecorder:
             reveal_blocks=1,
             attest_blocks=1,
         )
-        return cls(contract=contract, task=task)
+        return cls(contract=contract, task=task, background=background)
 
     def record(self, round: int, aggregate_digest: bytes, scores: bytes | None = None) -> Receipt:
         """Finalize ``round`` with its aggregate digest (and scores digest, default zero)."""
@@ -968,7 +982,39 @@ class LedgerRecorder:
         if contributions is not None:
             values = {str(i): float(v) for i, v in enumerate(contributions)}
             scores = scores_digest(self.task, int(result.round), values)
-        self.record(int(result.round), bytes.fromhex(str(result.digest)), scores)
+        digest = bytes.fromhex(str(result.digest))
+        if not self.background:
+            self.record(int(result.round), digest, scores)
+            return
+        self._raise_failure()
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._drain, name="ledger-recorder", daemon=True)
+            self._worker.start()
+        self._work.put((int(result.round), digest, scores))
+
+    def flush(self) -> None:
+        """Wait until every queued round is on chain; re-raise a failure of the worker."""
+        if self._worker is not None:
+            self._work.put(None)
+            self._worker.join()
+            self._worker = None
+        self._raise_failure()
+
+    def _drain(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self.record(*item)
+                except BaseException as exc:  # handed to the caller by flush or the next call
+                    self._error = exc
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     @property
     def gas_used(self) -> int:
