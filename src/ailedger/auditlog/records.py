@@ -15,9 +15,8 @@ import hmac
 import json
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ailedger.crypto.canonical import canonical_json
 from ailedger.errors import InputError, VerificationError
@@ -40,9 +39,12 @@ COMMITMENT_DOMAIN = b"ailedger/commitment/v1\n"
 MAX_ENTRY_BYTES = 65535
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedEntry:
-    """An entry's bytes and, for each sensitive field, its salt and canonical plaintext."""
+class PreparedEntry(NamedTuple):
+    """An entry's bytes and, for each sensitive field, its salt and canonical plaintext.
+
+    A named tuple rather than a frozen dataclass: one is made per logged record, and a frozen
+    dataclass costs about a microsecond more to build.
+    """
 
     data: bytes
     private: tuple[tuple[str, bytes, bytes], ...]  # (field, salt, canonical value)
@@ -52,7 +54,7 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
     """RFC 8785 canonical bytes of a record (a JSON object), at most 64 KiB."""
     if type(record) is not dict and not isinstance(record, Mapping):
         raise InputError(f"a log record must be a JSON object, got {type(record).__name__}")
-    out = canonical_value(record)
+    out = canonical_json(record)
     if len(out) > MAX_ENTRY_BYTES:
         raise InputError(f"a log entry is at most {MAX_ENTRY_BYTES} bytes, this one {len(out)}")
     return out
