@@ -126,3 +126,21 @@ def test_keys_and_sharing(workspace: Path, env: dict[str, str], tmp_path: Path) 
         ).stdout
     )
     assert resealed["recipients"] == [keys["x25519"]["keyid"]]
+
+
+def test_verify_with_extra_trusted_keys(
+    workspace: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    ws = ["-w", str(workspace)]
+    data = tmp_path / "weights.bin"
+    data.write_bytes(b"\x01" * 1000)
+    run("provenance", "register", str(data), "--kind", "model", *ws, env=env)
+    other = tmp_path / "other.pub"
+    other.write_bytes((workspace / "keys" / "ed25519.pub").read_bytes())
+    ok = run("provenance", "verify", str(data), "--trust", str(other), *ws, "--json", env=env)
+    assert json.loads(ok.stdout)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    bad = run("provenance", "verify", str(data), "--trust", str(junk), *ws, env=env, check=2)
+    assert "not a PEM public key" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -10,7 +10,7 @@ import typer
 
 from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit
 from ailedger.config import passphrase_source, workspace_path
-from ailedger.errors import InputError
+from ailedger.errors import AiledgerError, InputError
 
 if TYPE_CHECKING:
     from ailedger.ledger import Ledger, Receipt
@@ -314,20 +314,12 @@ def show(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def _trusted_key(path: Path) -> TrustedKey:
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from ailedger.crypto.keys import load_verification_key
 
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise InputError(f"cannot read the trusted key {path}: {exc.strerror}") from exc
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise InputError(f"{path} is not a PEM public key") from exc
-    if not isinstance(key, Ed25519PublicKey | ec.EllipticCurvePublicKey):
-        raise InputError(f"{path} holds a {type(key).__name__}, not an Ed25519 or P-256 key")
-    return key
+        return load_verification_key(path)
+    except AiledgerError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def _recipient_key(text: str) -> bytes | str:

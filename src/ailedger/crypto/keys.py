@@ -10,12 +10,20 @@ from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from ailedger._fs import write_atomic
 from ailedger.errors import InputError, KeyError_, WrongPassphrase
 
-__all__ = ["generate_signing_key", "load_public_key", "load_signing_key", "public_key_path"]
+__all__ = [
+    "generate_signing_key",
+    "load_public_key",
+    "load_signing_key",
+    "load_verification_key",
+    "public_key_path",
+]
 
 
 def public_key_path(private_path: Path) -> Path:
@@ -62,12 +70,24 @@ def load_signing_key(path: Path, passphrase: str) -> Ed25519PrivateKey:
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Read an Ed25519 public key (PEM) from ``path``."""
+    key = _load_pem_public(path)
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyError_(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
+    return key
+
+
+def load_verification_key(path: Path) -> Ed25519PublicKey | ec.EllipticCurvePublicKey:
+    """Read a key that checks signatures on statements: Ed25519, or ECDSA (model-signing's)."""
+    key = _load_pem_public(path)
+    if not isinstance(key, Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        raise KeyError_(f"{path} holds a {type(key).__name__}, not an Ed25519 or ECDSA key")
+    return key
+
+
+def _load_pem_public(path: Path) -> PublicKeyTypes:
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        return serialization.load_pem_public_key(path.read_bytes())
     except OSError as exc:
         raise KeyError_(f"cannot read the public key {path}: {exc.strerror}") from exc
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise KeyError_(f"{path} is not a PEM public key: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyError_(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
-    return key

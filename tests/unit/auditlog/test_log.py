@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +15,6 @@ from hypothesis import strategies as st
 from ailedger.auditlog import _merkle
 from ailedger.auditlog.log import AuditLog
 from ailedger.auditlog.proof import verify_receipt
-from ailedger.auditlog.records import encode_record
 from ailedger.auditlog.verify import DirectorySource, verify_export, verify_stored
 from ailedger.errors import InputError, VerificationError, WorkspaceError, WorkspaceLocked
 
@@ -171,31 +169,6 @@ def test_bad_records_are_refused_and_nothing_is_written(
 def test_sensitive_field_must_exist(log: AuditLog) -> None:
     with pytest.raises(InputError, match="'ssn' is not in the record"):
         log.append({"a": 1}, sensitive=("ssn",))
-
-
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**53) + 1, 2**53 - 1)
-    | st.text()
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.text(max_size=6), JSON, max_size=5))
-def test_fast_canonical_path_equals_rfc8785(record: dict[str, object]) -> None:
-    try:
-        expected = rfc8785.dumps(record)
-    except (rfc8785.CanonicalizationError, UnicodeEncodeError):
-        return
-    if len(expected) > 65535:
-        return
-    assert encode_record(record) == expected
 
 
 def test_checkpoints_receipts_and_refusing_a_fork(log: AuditLog) -> None:
