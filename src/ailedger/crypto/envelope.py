@@ -6,8 +6,8 @@ AES-256-GCM, from ``cryptography.hazmat.primitives.hpke``). The content is encry
 AES-256-GCM in chunks following the STREAM construction (Hoang, Reyhanitabar, Rogaway, Vizár,
 "Online Authenticated-Encryption and its Nonce-Reuse Misuse-Resistance", CRYPTO 2015): the
 nonce of chunk ``i`` is ``prefix(7) || i(4, big-endian) || last(1)``, so dropping, reordering,
-truncating, extending or altering chunks fails authentication. Memory stays flat: one or two
-chunks are held at a time.
+truncating, extending or altering chunks fails authentication. Memory stays flat: the file is
+read and written in blocks of several chunks (8 MiB), with three such buffers held at a time.
 
 File format, version 1 (integers big-endian)::
 
@@ -38,12 +38,13 @@ a partial or unauthenticated result.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import IO, Literal
+from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke, serialization
@@ -83,6 +84,9 @@ _FIXED = struct.Struct(">7sBBI7sH")
 _INFO = b"ailedger seal v1"
 _HPKE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _MAX_CHUNKS = 2**32
+_IO_BYTES = 8 * 1024 * 1024  # bytes per read or write syscall: several chunks
+_FADVISE = hasattr(os, "posix_fadvise")
+_DROP_BEHIND = 64 * 1024 * 1024  # output bytes kept in the page cache behind the write
 
 
 def generate_private_key() -> X25519PrivateKey:
@@ -201,21 +205,10 @@ def seal(
             raise AssertionError("unexpected HPKE output length")
         header += kid + wrapped
     header_hash = hashlib.sha256(header).digest()
-    aead = AESGCM(data_key)
 
     with _open_source(src_path) as src, _atomic_output(dst_path) as dst:
         dst.write(header)
-        cur = src.read(chunk_size)
-        i = 0
-        while True:
-            nxt = src.read(chunk_size) if len(cur) == chunk_size else b""
-            last = not nxt
-            if i >= _MAX_CHUNKS:
-                raise InputError("the file is too large for this chunk size; use a larger one")
-            dst.write(aead.encrypt(_nonce(prefix, i, last), cur, _aad(header_hash, last)))
-            if last:
-                break
-            cur, i = nxt, i + 1
+        _seal_chunks(src, dst, AESGCM(data_key), prefix, header_hash, chunk_size)
 
 
 def open(
@@ -251,32 +244,8 @@ def open(
                 "the wrapped data key does not authenticate: the header was altered"
             ) from exc
         header_hash = hashlib.sha256(header).digest()
-        aead = AESGCM(data_key)
-        size = chunk_size + _TAG
         with _atomic_output(dst_path) as dst:
-            cur = src.read(size)
-            if len(cur) < _TAG:
-                raise VerificationError("the sealed file is truncated: no complete chunk")
-            i = 0
-            while True:
-                nxt = src.read(size) if len(cur) == size else b""
-                last = not nxt
-                if i >= _MAX_CHUNKS:
-                    raise VerificationError("the sealed file has more chunks than allowed")
-                try:
-                    plain = aead.decrypt(_nonce(prefix, i, last), cur, _aad(header_hash, last))
-                except InvalidTag as exc:
-                    where = "last chunk" if last else f"chunk {i}"
-                    raise VerificationError(
-                        f"{where} does not authenticate: the sealed file was truncated, "
-                        "reordered or altered"
-                    ) from exc
-                dst.write(plain)
-                if last:
-                    break
-                if len(nxt) < _TAG:
-                    raise VerificationError("the sealed file is truncated inside a chunk")
-                cur, i = nxt, i + 1
+            _open_chunks(src, dst, AESGCM(data_key), prefix, header_hash, chunk_size)
 
 
 open_sealed = open
@@ -288,8 +257,8 @@ def recipients(src_path: str | os.PathLike[str]) -> list[str]:
         return [k.hex() for k in _read_header(src)[3]]
 
 
-def _read_header(src: IO[bytes]) -> tuple[bytes, int, bytes, dict[bytes, bytes]]:
-    fixed = src.read(_FIXED.size)
+def _read_header(src: io.FileIO) -> tuple[bytes, int, bytes, dict[bytes, bytes]]:
+    fixed = _read_exact(src, _FIXED.size)
     if len(fixed) < len(MAGIC) + 1 or fixed[: len(MAGIC)] != MAGIC:
         raise InputError("not an ailedger sealed file (bad magic)")
     if fixed[len(MAGIC)] != VERSION:
@@ -299,7 +268,7 @@ def _read_header(src: IO[bytes]) -> tuple[bytes, int, bytes, dict[bytes, bytes]]
     _, _, suite, chunk_size, prefix, count = _FIXED.unpack(fixed)
     if suite != _SUITE_ID or not _MIN_CHUNK <= chunk_size <= _MAX_CHUNK or count == 0:
         raise VerificationError("the sealed file's header is corrupt (suite, chunk size or count)")
-    body = src.read(count * (_KEY_ID + _WRAPPED))
+    body = _read_exact(src, count * (_KEY_ID + _WRAPPED))
     if len(body) < count * (_KEY_ID + _WRAPPED):
         raise VerificationError("the sealed file is truncated inside its header")
     entries: dict[bytes, bytes] = {}
@@ -343,18 +312,147 @@ def _private_key(key: object) -> X25519PrivateKey:
     raise InputError(f"the private key must be an X25519 private key, got {type(key).__name__}")
 
 
+def _seal_chunks(
+    src: io.FileIO,
+    dst: _Sink,
+    aead: AESGCM,
+    prefix: bytes,
+    header_hash: bytes,
+    chunk_size: int,
+) -> None:
+    # Several chunks per read and write syscall; two input blocks so that the block after
+    # the current one is read before its last chunk is encrypted (that is how "last" is known).
+    per = max(1, _IO_BYTES // chunk_size)
+    block = per * chunk_size
+    views = (memoryview(bytearray(block)), memoryview(bytearray(block)))
+    out = memoryview(bytearray(per * (chunk_size + _TAG)))
+    aads = (_aad(header_hash, False), _aad(header_hash, True))
+    cur, n, i = 0, _fill(src, views[0]), 0
+    while True:
+        more = _fill(src, views[1 - cur]) if n == block else 0
+        data, o = views[cur], 0
+        for start in range(0, max(n, 1), chunk_size):
+            end = min(start + chunk_size, n)
+            last = not more and end == n
+            if i >= _MAX_CHUNKS:
+                raise InputError("the file is too large for this chunk size; use a larger one")
+            size = end - start + _TAG
+            aead.encrypt_into(
+                _nonce(prefix, i, last), data[start:end], aads[last], out[o : o + size]
+            )
+            o, i = o + size, i + 1
+        dst.write(out[:o])
+        if not more:
+            return
+        cur, n = 1 - cur, more
+
+
+def _open_chunks(
+    src: io.FileIO,
+    dst: _Sink,
+    aead: AESGCM,
+    prefix: bytes,
+    header_hash: bytes,
+    chunk_size: int,
+) -> None:
+    size = chunk_size + _TAG
+    per = max(1, _IO_BYTES // chunk_size)
+    block = per * size
+    views = (memoryview(bytearray(block)), memoryview(bytearray(block)))
+    out = memoryview(bytearray(per * chunk_size))
+    aads = (_aad(header_hash, False), _aad(header_hash, True))
+    cur, n, i = 0, _fill(src, views[0]), 0
+    if n < _TAG:
+        raise VerificationError("the sealed file is truncated: no complete chunk")
+    while True:
+        more = _fill(src, views[1 - cur]) if n == block else 0
+        data, o = views[cur], 0
+        for start in range(0, n, size):
+            end = min(start + size, n)
+            if end - start < _TAG:
+                raise VerificationError("the sealed file is truncated inside a chunk")
+            last = not more and end == n
+            if i >= _MAX_CHUNKS:
+                raise VerificationError("the sealed file has more chunks than allowed")
+            plain = end - start - _TAG
+            try:
+                aead.decrypt_into(
+                    _nonce(prefix, i, last), data[start:end], aads[last], out[o : o + plain]
+                )
+            except InvalidTag as exc:
+                where = "last chunk" if last else f"chunk {i}"
+                raise VerificationError(
+                    f"{where} does not authenticate: the sealed file was truncated, "
+                    "reordered or altered"
+                ) from exc
+            o, i = o + plain, i + 1
+        dst.write(out[:o])
+        if not more:
+            return
+        cur, n = 1 - cur, more
+
+
+def _fill(src: io.FileIO, buf: memoryview) -> int:
+    """Read into ``buf`` until it is full or the file ends; return the bytes read."""
+    n = 0
+    while n < len(buf):
+        got = src.readinto(buf[n:])
+        if not got:
+            break
+        n += got
+    return n
+
+
+def _read_exact(src: io.FileIO, size: int) -> bytes:
+    buf = bytearray(size)
+    return bytes(buf[: _fill(src, memoryview(buf))])
+
+
+class _Sink:
+    """The temporary output file: unbuffered writes, with writeback started as data arrives.
+
+    Linux starts asynchronous writeback of the dirty pages in a range on POSIX_FADV_DONTNEED
+    and drops the pages that are already clean. Each new block is handed to the disk at once
+    (so the final fsync has little left to wait for), and the blocks written ``_DROP_BEHIND``
+    bytes earlier, clean by then, leave the page cache: the output's cache footprint stays
+    flat and the kernel reuses those pages instead of allocating fresh ones for every block.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._written = 0
+        self._flushed = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+            self._written += n
+        if _FADVISE and self._written - self._flushed >= _IO_BYTES:
+            os.posix_fadvise(
+                self.fd, self._flushed, self._written - self._flushed, os.POSIX_FADV_DONTNEED
+            )
+            self._flushed = self._written
+            if self._written > _DROP_BEHIND:
+                os.posix_fadvise(self.fd, 0, self._written - _DROP_BEHIND, os.POSIX_FADV_DONTNEED)
+
+
 @contextmanager
-def _open_source(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+def _open_source(path: str | os.PathLike[str]) -> Iterator[io.FileIO]:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise InputError(f"cannot read {os.fspath(path)!r}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as fh:
+    with io.FileIO(fd, "rb") as fh:
+        if _FADVISE:
+            with suppress(OSError):  # a pipe or a device: no read-ahead hint
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         yield fh
 
 
 @contextmanager
-def _atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+def _atomic_output(path: str | os.PathLike[str]) -> Iterator[_Sink]:
     target = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(target)
     try:
@@ -364,10 +462,11 @@ def _atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     except OSError as exc:
         raise InputError(f"cannot write into {folder!r}: {exc.strerror}") from exc
     try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            yield _Sink(fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
         with suppress(FileNotFoundError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import struct
 from pathlib import Path
@@ -253,3 +255,77 @@ def test_key_helpers_reject_other_key_types() -> None:
         envelope.load_private_key(
             envelope.dump_private_key(X25519PrivateKey.generate(), password=b"a"), b"b"
         )
+
+
+# Sealed by the first (chunk-at-a-time) implementation: private key bytes 0..31, chunk size
+# 1024, plaintext SHA-256(b"ailedger kat") repeated 40 times. Files sealed before the block I/O
+# rewrite must still open.
+_SEALED_BY_V1 = base64.b64decode(
+    "QUlMU0VBTAEBAAAEAC/h0xJ7ypkAAe7diD2gqUUVk9wKOOWD+3cPon277SCcIEBOB15oxPDJ6aeJFLtUICQHNZFj"
+    "CYmDvTvmCq85b5JXg4WwfQsssEh9NBXAzCBODLFCxBj6uj+nKoS+bEXWMUTstLmLFvdW1O9cuCdgMeBHPrTkYUW/"
+    "BIP8/v9UJ5DYYpa4nEGl0x6gscMG81dbweP/BnUqfbgjnQSTZqOXTlsusf/hZegyAvIQEEfSRVHxf+fgyQm4EV02"
+    "wCEoK8XKy/xZGlktGO9ReqE0ICceeOXZgmAfASahbXHN0eMt96ecYD6e9iFQLSjABcfLNzn1ZBl+6DogWH5vRxNH"
+    "NsX1KkWMcMqtPBFVLMazwJQUsrawRcoht31KQMw/89LWxyjHWi2Lh1WatIkEFGoOoxEDWD4wkKrCw0UQRvoKoC8m"
+    "YcZSEJ4GGmtM/J/Qd7h4bN+/BXuyvXr0jo8ygo+404SSEALFyU+mMU2pXEAilbQqd/sp+oUvWXJZqXNMd1Zspaax"
+    "nfUbR6AJw9aXEZvTDBIt54m6hYKXhEZu1UT3JVx3ynULPU/WM6pwNBdUTz5FnIa2HgWC12x+IKYIzj+6DVSSN3ox"
+    "0vdJwAo72B4Yc6fbjxHI6TwpHCeIgPaQQ0UjGrsrATcoe0QrCp4K+gjIb2ZRRBjhabPgKo2m35187xGH4dzrYdhh"
+    "Ljv2GQ54MwwSnIlBNjJXCSo8qmTUl7cVsvXk3GEfSAnoMlKs9/LpzzE6VSHO0Vvoy2ZDF3+bLQNRUumJO+KIBm9x"
+    "+oDzYpJwI15jzHuo+CFGX4I3XgkAArodWXioGzTkebHddSXb5Zsl//BFG9jCuTd2SKQiOW/mnZ0GCJR3/3utunrj"
+    "+Av/V7rZ1Adyq+LFTxyDYfogQJKSIsoPiBNIqdYy+yLPr4hUW5NF627VDsP4AcASReKhibomjIcgvgl/sNjO6Onc"
+    "Oa91oi0JL5zLCjMXY9qVuoSAcSJu4qGUDDuDVp1m4Vs7GDXI6svn4GNf+Wh1c/FuE0Dm/hm8ZkDQJF9/fiBSM/sr"
+    "37QCtOGpbZC451HNwDBPXfZ8RJbY0R3EqHaBkETm5I2IgUpe7vuRBNqkkxAgvmHEyP8dsRpdzmPIQLKRgEL3ImH0"
+    "vAzeuGatVio6UIWLvKhuV2Y69cuXnOZP4oowwPe8YFx3ExssLIhAhsmd0631rZZsAERIaHIqBjqUt/VxVfWVxK+Y"
+    "DIhLAypZFwn6rvJEQStnpSvxcGxcPvKtSiiZj+HCqf40yQ5Ls88K1DWwNrPj9JTS9AALcf8s11+/iULTtqRr1DC3"
+    "bxDCZxpDodEudnvHj57hss8KlrrvWE++TiFzdJG9sQpH5nKoBWVlkBtViFqByaIaGgFn6IYqox6AHJ8tnGMkztXm"
+    "diFoDmSy07UrWO7b4J/zPG1JpKnS3NPhSvVimpMmG/ponrA4raJlvw2/i7ikBJhX6zay4b+7Wg+mMeE7zcQn7pgn"
+    "bbn6bf3WuOfWN6IviQ2Rc1qi/KHjA7q75Fags8sDOFN8d8HaiF7OK1a6gQKHY5XmVOMoORww6ZcetqtLXtpYaRbo"
+    "hDrtJoDI6B5C6iZNi/2fgA5AQCA1xbGtEkeiEL54w+nr1IIvtFX0mxDtui7IjmRm4/p3bvfOYFqJCC663wEkUF1w"
+    "NS5heNZvSGJtn/AKqD5MPGJroCM7Pohqq2Nf0GIALnlW/CkfWWasUlQh0kejSZCzK9F+aZrydDBBThiHwD7iTIHu"
+    "25arLkxA3WTcTbgLEdcFUgHj8n4HO0Ra20AITZ3ZzZPoPP3H+coGaLBPwO6rUxSp6Xmj+by+fygzmqcmDLVFq6F4"
+    "dsd0/fXFd5n7yjoSPYYaPNFwlT0rkXKKocnvDbzb6vBe1KKpI2JISiEZqYdZjwd1NbyGrn6Y9BPe9Rbi"
+)
+
+
+def test_file_sealed_by_the_first_implementation_opens(tmp_path: Path) -> None:
+    sealed = tmp_path / "kat.sealed"
+    sealed.write_bytes(_SEALED_BY_V1)
+    key = envelope.load_private_key(bytes(range(32)))
+    assert _open_bytes(tmp_path, sealed, key) == hashlib.sha256(b"ailedger kat").digest() * 40
+    assert envelope.recipients(sealed) == [envelope.key_id(key.public_key())]
+
+
+# The I/O block is 8 MiB: 8192 chunks of 1 KiB. Sizes around one and two blocks exercise the
+# "is this the last chunk" look-ahead across block boundaries.
+_BLOCK = 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize("size", [_BLOCK - 1, _BLOCK, _BLOCK + 1, 2 * _BLOCK, 2 * _BLOCK + CHUNK])
+def test_round_trip_across_io_blocks(tmp_path: Path, size: int) -> None:
+    key = X25519PrivateKey.generate()
+    data = os.urandom(size)
+    sealed = _sealed(tmp_path, data, key)
+    n_chunks = max(1, -(-size // CHUNK))
+    assert sealed.stat().st_size == _chunks_offset(1) + size + 16 * n_chunks
+    assert _open_bytes(tmp_path, sealed, key) == data
+
+
+@pytest.mark.parametrize(
+    ("blocks", "extra", "match"),
+    [
+        (1, 0, "last chunk"),
+        (1, 5, "truncated inside a chunk"),
+        (1, CHUNK + 16 - 1, "last chunk"),
+        (2, 0, "last chunk"),
+    ],
+)
+def test_truncation_at_an_io_block_boundary_fails(
+    tmp_path: Path, blocks: int, extra: int, match: str
+) -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _sealed(tmp_path, os.urandom(2 * _BLOCK + 3 * CHUNK), key)
+    block = (_BLOCK // CHUNK) * (CHUNK + 16)
+    with sealed.open("r+b") as fh:
+        fh.truncate(_chunks_offset(1) + blocks * block + extra)
+    with pytest.raises(VerificationError, match=match):
+        _open_bytes(tmp_path, sealed, key)
+    assert not (tmp_path / "opened.bin").exists()
