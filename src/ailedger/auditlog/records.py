@@ -25,7 +25,6 @@ __all__ = [
     "COMMITMENT_DOMAIN",
     "MAX_ENTRY_BYTES",
     "PreparedEntry",
-    "canonical_value",
     "commit_value",
     "decision_record",
     "encode_record",
@@ -60,14 +59,9 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
     return out
 
 
-def canonical_value(value: Any) -> bytes:
-    """RFC 8785 canonical bytes of any JSON value (see :mod:`ailedger.crypto.canonical`)."""
-    return canonical_json(value)
-
-
 def commit_value(value: Any, salt: bytes) -> tuple[str, bytes]:
     """Return (commitment string, canonical value bytes) for ``value`` under ``salt``."""
-    canonical = canonical_value(value)
+    canonical = canonical_json(value)
     digest = hashlib.sha256(COMMITMENT_DOMAIN + salt + canonical).hexdigest()
     return f"sha256:{digest}", canonical
 

@@ -24,7 +24,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -122,7 +122,6 @@ class VerifyReport:
     anchors: int
     entries_checked: int
     receipts_checked: int
-    notes: list[str] = field(default_factory=list)
 
 
 def verify_export(
@@ -355,11 +354,7 @@ class LogSource:
 
     def __init__(self, log: Any) -> None:
         self.log = log
-        note = log.latest_checkpoint()
-        self._size = (
-            0 if note is None else Checkpoint.parse(note.decode().split("\n\n")[0] + "\n").size
-        )
-        self._note = note
+        self._note = log.latest_checkpoint()
 
     def fetch(self, path: str) -> bytes | None:
         if path == "checkpoint":
