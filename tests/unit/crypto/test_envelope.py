@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ailedger.crypto import envelope
 from ailedger.errors import AccessDenied, InputError, VerificationError
@@ -329,3 +334,133 @@ def test_truncation_at_an_io_block_boundary_fails(
     with pytest.raises(VerificationError, match=match):
         _open_bytes(tmp_path, sealed, key)
     assert not (tmp_path / "opened.bin").exists()
+
+
+# Streams: SealWriter and OpenReader write and read the same format as the file functions.
+
+
+def _seal_stream(data: bytes, splits: list[int], *keys: X25519PrivateKey) -> bytes:
+    out = io.BytesIO()
+    with envelope.SealWriter(out, [k.public_key() for k in keys], chunk_size=CHUNK) as w:
+        view, pos = memoryview(data), 0
+        for n in splits:
+            assert w.write(view[pos : pos + n]) == len(view[pos : pos + n])
+            pos += n
+        w.write(view[pos:])
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("size", "splits"),
+    [
+        (0, []),
+        (0, [0, 0]),
+        (CHUNK, [CHUNK]),
+        (CHUNK, [1, CHUNK - 1]),
+        (3 * CHUNK, [CHUNK, 0, CHUNK]),
+        (5 * CHUNK + 7, [7, CHUNK, 3 * CHUNK]),
+        (2 * _BLOCK + 3, [1, _BLOCK, 5]),
+    ],
+)
+def test_seal_writer_output_opens_as_a_file(tmp_path: Path, size: int, splits: list[int]) -> None:
+    key = X25519PrivateKey.generate()
+    data = os.urandom(size)
+    sealed = tmp_path / "stream.sealed"
+    sealed.write_bytes(_seal_stream(data, splits, key))
+    n_chunks = max(1, -(-size // CHUNK))
+    assert sealed.stat().st_size == _chunks_offset(1) + size + 16 * n_chunks
+    assert _open_bytes(tmp_path, sealed, key) == data
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.binary(max_size=6 * CHUNK),
+    cuts=st.lists(st.integers(min_value=0, max_value=6 * CHUNK), max_size=6),
+    reads=st.integers(min_value=1, max_value=3 * CHUNK),
+)
+def test_streams_round_trip_whatever_the_pieces(data: bytes, cuts: list[int], reads: int) -> None:
+    key = _STREAM_KEY
+    bounds = sorted(min(c, len(data)) for c in cuts)
+    splits = [b - a for a, b in zip([0, *bounds], bounds, strict=False)]
+    sealed = _seal_stream(data, splits, key)
+    with envelope.OpenReader(io.BytesIO(sealed), key) as r:
+        got = b"".join(iter(lambda: r.read(reads), b""))
+    assert got == data
+    assert envelope.OpenReader(io.BytesIO(sealed), key).read() == data
+
+
+_STREAM_KEY = X25519PrivateKey.generate()
+
+
+def test_open_reader_reads_a_sealed_file(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    data = os.urandom(_BLOCK + 3 * CHUNK + 1)
+    sealed = _sealed(tmp_path, data, key)
+    with sealed.open("rb") as fh, envelope.OpenReader(fh, key) as r:
+        buf = bytearray(CHUNK // 3)
+        parts = []
+        while n := r.readinto(buf):
+            parts.append(bytes(buf[:n]))
+    assert b"".join(parts) == data
+
+
+def test_seal_writer_left_by_an_exception_does_not_open() -> None:
+    key = X25519PrivateKey.generate()
+    out = io.BytesIO()
+    w = envelope.SealWriter(out, [key.public_key()], chunk_size=CHUNK)
+
+    def produce() -> None:
+        with w:
+            w.write(os.urandom(3 * CHUNK))
+            raise RuntimeError("producer failed")
+
+    with pytest.raises(RuntimeError):
+        produce()
+    with pytest.raises(VerificationError, match="last chunk"):
+        envelope.OpenReader(io.BytesIO(out.getvalue()), key).read()
+    with pytest.raises(InputError, match="closed"):
+        w.write(b"more")
+
+
+def test_open_reader_refuses_truncation_and_other_keys() -> None:
+    key = X25519PrivateKey.generate()
+    sealed = _seal_stream(os.urandom(4 * CHUNK), [], key)
+    with pytest.raises(AccessDenied):
+        envelope.OpenReader(io.BytesIO(sealed), X25519PrivateKey.generate())
+    reader = envelope.OpenReader(io.BytesIO(sealed[: -(CHUNK + 16)]), key)
+    with pytest.raises(VerificationError, match="last chunk"):
+        reader.read()
+    with pytest.raises(InputError, match="bad magic"):
+        envelope.OpenReader(io.BytesIO(b"not sealed at all"), key)
+
+
+_WRITE_LIMITED = """
+import os, resource, signal, sys
+from ailedger.crypto import envelope
+from ailedger.errors import AiledgerError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+key = envelope.generate_private_key()
+try:
+    envelope.seal(sys.argv[1], sys.argv[2], [key.public_key()])
+except AiledgerError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_a_failing_disk_write_is_a_clear_error_and_keeps_the_destination(tmp_path: Path) -> None:
+    # The file-size limit makes the writer thread's write fail (EFBIG) as a full disk would.
+    src, dst = tmp_path / "big.bin", tmp_path / "out.sealed"
+    src.write_bytes(os.urandom(4 * 1024 * 1024))
+    dst.write_bytes(b"previous content")
+    run = subprocess.run(
+        [sys.executable, "-c", _WRITE_LIMITED, str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert run.stdout.startswith("InputError cannot write"), run.stdout + run.stderr
+    assert "File too large" in run.stdout
+    assert dst.read_bytes() == b"previous content"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin", "out.sealed"]
