@@ -68,6 +68,17 @@ def test_register_verify_lineage(workspace: Path, env: dict[str, str], tmp_path:
     assert graph["edges"] == [{"parent": ds["digest"], "child": m["digest"]}]
     svg = ElementTree.parse(picture).getroot()  # noqa: S314 - our own output
     assert svg.tag.endswith("svg")
+    png = tmp_path / "out.png"
+    drawn = json.loads(
+        run("provenance", "lineage", m["digest"], "--graph", str(png), *ws, env=env).stdout
+    )
+    assert drawn["graph"] == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gif = tmp_path / "out.gif"
+    refused = run("provenance", "lineage", m["digest"], "--graph", str(gif), *ws, env=env, check=2)
+    assert "*.svg or *.png" in one_line_error(refused)
+    assert refused.stdout == ""
+    assert not gif.exists()
     tree = run("provenance", "lineage", m["digest"], "-w", str(workspace), env=env).stderr
     assert "└── dataset dataset 0x" + ds["digest"][2:18] in tree
 

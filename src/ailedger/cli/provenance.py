@@ -120,20 +120,21 @@ def verify(
 def lineage_cmd(
     digest: DigestArg,
     graph: Annotated[
-        Path | None, typer.Option(help="Also draw the lineage into this .svg file.")
+        Path | None,
+        typer.Option(help="Also draw the lineage into this .svg or .png file (PNG: matplotlib)."),
     ] = None,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show what DIGEST was made from: a tree of its registered ancestors."""
-    from ailedger.provenance.lineage import lineage, render_tree, write_graph
+    from ailedger.provenance.lineage import graph_format, lineage, render_tree, write_graph
     from ailedger.provenance.registry import parse_digest
     from ailedger.workspace import Workspace
 
     target = parse_digest(digest)
-    if graph is not None and graph.suffix.lower() != ".svg":
-        raise InputError(f"--graph must name an .svg file, got {str(graph)!r}")
+    if graph is not None:
+        graph_format(graph)  # a wrong suffix fails before the chain is opened
     ws = Workspace.open(workspace_path(workspace))
     with ws.ledger(rpc=rpc) as ledger:
         found = lineage(ws, ledger, target)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from matplotlib.colors import to_rgb
+from matplotlib.image import imread
+from numpy.typing import NDArray
 
 from ailedger.crypto.canonical import canonical_json
 from ailedger.errors import (
@@ -104,9 +109,79 @@ def test_lineage_picture_is_svg_naming_every_artifact(
     assert "census" in text
     assert "model.bin" in text
     assert len(list(root.iter("{http://www.w3.org/2000/svg}line"))) == 1
-    with pytest.raises(InputError, match="SVG"):
-        write_graph(lineage(alice.ws, alice.ledger, m.digest), tmp_path / "lineage.png")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def has_colour(pixels: NDArray[np.float32], colour: str) -> bool:
+    """Whether some pixel of an RGB(A) image (floats in [0, 1]) is ``colour``, to 8 bits."""
+    want = np.array(to_rgb(colour), dtype=np.float32)
+    return bool((np.abs(pixels[..., :3] - want) < 0.5 / 255).all(axis=-1).any())
+
+
+@pytest.mark.parametrize("backend", ["embedded"])
+def test_lineage_picture_as_png_draws_every_generation(
+    alice: Party, dataset: Path, model: Path, tmp_path: Path
+) -> None:
+    ds = register_artifact(alice.ws, alice.ledger, dataset, kind="dataset", signing_key=alice.key)
+    m = register_artifact(
+        alice.ws, alice.ledger, model, kind="model", signing_key=alice.key, parents=[ds.digest]
+    )
+    tuned = tmp_path / "tuned.bin"
+    tuned.write_bytes(b"tuned weights" * 64)
+    t = register_artifact(
+        alice.ws, alice.ledger, tuned, kind="model", signing_key=alice.key, parents=[m.digest]
+    )
+    single, generations = tmp_path / "dataset.png", tmp_path / "tuned.PNG"
+    write_graph(lineage(alice.ws, alice.ledger, ds.digest), single)
+    write_graph(lineage(alice.ws, alice.ledger, t.digest), generations)
+    write_graph(lineage(alice.ws, alice.ledger, t.digest), tmp_path / "tuned.svg")
+
+    for picture in (single, generations):
+        assert picture.read_bytes()[:8] == PNG_SIGNATURE
+    one, three = imread(single), imread(generations)
+    assert three.shape[0] == one.shape[0]  # one row of boxes in both
+    assert three.shape[1] > 2 * one.shape[1]  # three columns against one
+    for pixels in (one, three):
+        assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 2
+    assert has_colour(one, "#dbeafe")
+    assert not has_colour(one, "#dcfce7")
+    assert has_colour(three, "#dbeafe")
+    assert has_colour(three, "#dcfce7")
+    # the same layout as the SVG, at two PNG pixels per SVG pixel
+    svg = ElementTree.parse(tmp_path / "tuned.svg").getroot()  # noqa: S314 - our own output
+    assert three.shape[:2] == (2 * int(svg.attrib["height"]), 2 * int(svg.attrib["width"]))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("backend", ["embedded"])
+@pytest.mark.parametrize("name", ["lineage.gif", "lineage.svg.txt", "lineage"])
+def test_lineage_picture_refuses_other_formats(
+    alice: Party, dataset: Path, tmp_path: Path, name: str
+) -> None:
+    ds = register_artifact(alice.ws, alice.ledger, dataset, kind="dataset", signing_key=alice.key)
+    with pytest.raises(InputError, match=r"name the file \*\.svg or \*\.png") as info:
+        write_graph(lineage(alice.ws, alice.ledger, ds.digest), tmp_path / name)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("backend", ["embedded"])
+def test_png_without_matplotlib_says_how_to_install_it(
+    alice: Party, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = register_artifact(alice.ws, alice.ledger, dataset, kind="dataset", signing_key=alice.key)
+    graph = lineage(alice.ws, alice.ledger, ds.digest)
+    # None in sys.modules makes an import fail, as when matplotlib is not installed
+    for module in [*sys.modules, "matplotlib.backends.backend_agg", "matplotlib.figure"]:
+        if module == "matplotlib" or module.startswith("matplotlib."):
+            monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(InputError, match=r"pip install 'ailedger\[graph\]'"):
+        write_graph(graph, tmp_path / "lineage.png")
     assert not (tmp_path / "lineage.png").exists()
+    write_graph(graph, tmp_path / "lineage.svg")  # SVG needs nothing more
+    assert (tmp_path / "lineage.svg").exists()
 
 
 def test_the_same_digest_twice_is_refused_with_a_reason(
