@@ -47,6 +47,17 @@ def test_roots_match_the_reference_at_every_tile_boundary(
             assert log.root(size) == _merkle.root_from_leaf_hashes(leaves[:size]), size
 
 
+@pytest.mark.parametrize("count", [255, 256, 4096 + 256 + 3])
+def test_entries_are_stored_in_order_at_their_indexes(log: AuditLog, count: int) -> None:
+    # whole multi-row INSERTs, a remainder, and a second pipelined batch
+    assert log.append_many({"i": i} for i in range(count)) == range(count)
+    assert [(idx, json.loads(data)["i"]) for idx, data in log.entries()] == [
+        (i, i) for i in range(count)
+    ]
+    assert log.append({"i": count}) == count
+    assert log.entry_data(count) == b'{"i":%d}' % count
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.data())
 def test_stored_proofs_verify(

@@ -75,3 +75,14 @@ def test_any_value_matches_the_reference(value: object) -> None:
 def test_values_json_cannot_hold(value: object) -> None:
     with pytest.raises(InputError):
         canonical_json(value)
+
+
+def test_circular_and_too_deep_values_are_input_errors() -> None:
+    circular: dict[str, object] = {}
+    circular["self"] = circular
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    for value in (circular, deep):
+        with pytest.raises(InputError, match="circular or too deep"):
+            canonical_json(value)
