@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -155,3 +158,58 @@ def test_verify_with_extra_trusted_keys(
     bad = run("provenance", "verify", str(data), "--trust", str(junk), *ws, env=env, check=2)
     assert "not a PEM public key" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def piped(
+    *args: str, env: dict[str, str], data: bytes, check: int = 0
+) -> subprocess.CompletedProcess[bytes]:
+    done = subprocess.run(
+        [sys.executable, "-m", "ailedger", *args],
+        input=data,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == check, (done.returncode, done.stderr.decode())
+    return done
+
+
+def test_share_through_pipes(workspace: Path, env: dict[str, str], tmp_path: Path) -> None:
+    ws = ["-w", str(workspace)]
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    dataset = tmp_path / "dataset.bin"
+    dataset.write_bytes(data)
+    reg = json.loads(
+        run(
+            "provenance", "register", str(dataset), "--kind", "dataset", *ws, "--json", env=env
+        ).stdout
+    )
+    share = ["-r", reg["digest"], *ws]
+
+    sealed = piped("share", "seal", "-", "-o", "-", *share, env=env, data=data).stdout
+    assert sealed.startswith(b"AILSEAL")
+    assert piped("share", "open", "-", "-o", "-", *share, env=env, data=sealed).stdout == data
+    sealed_file = tmp_path / "dataset.sealed"
+    sealed_file.write_bytes(sealed)
+    opened = piped("share", "open", str(sealed_file), "-o", "-", *share, env=env, data=b"")
+    assert opened.stdout == data
+
+    # from a pipe into a file, which then opens like any sealed file
+    into = tmp_path / "piped.sealed"
+    done = piped("share", "seal", "-", "-o", str(into), *share, "--json", env=env, data=data)
+    assert json.loads(done.stdout)["path"] == str(into)
+    out = tmp_path / "opened.bin"
+    run("share", "open", str(into), "-o", str(out), *share, env=env)
+    assert out.read_bytes() == data
+
+    # a truncated stream fails with one line and exit 1; a file output is then not created
+    cut = sealed[: len(sealed) // 2]
+    failed = piped("share", "open", "-", "-o", "-", *share, env=env, data=cut, check=1)
+    assert "does not authenticate" in failed.stderr.decode()
+    target = tmp_path / "never.bin"
+    piped("share", "open", "-", "-o", str(target), *share, env=env, data=cut, check=1)
+    assert not target.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+    both = piped("share", "seal", "-", "-o", "-", *share, "--json", env=env, data=data, check=2)
+    assert "pick one" in both.stderr.decode()

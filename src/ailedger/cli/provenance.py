@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -232,50 +236,119 @@ def grants(
     emit(as_json, doc, "\n".join(lines) or "no grants")
 
 
+StreamArg = Annotated[Path, typer.Argument(help="The file to read, or - for standard input.")]
+StreamOutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Where to write the result, or - for standard output.")
+]
+
+
 @share_app.command(name="seal")
 def seal_cmd(
-    path: Annotated[Path, typer.Argument(help="The file to encrypt.")],
+    path: StreamArg,
     resource: ResourceOpt,
-    out: OutOpt,
+    out: StreamOutOpt,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Encrypt PATH for the keys granted RESOURCE now (and for yourself)."""
+    """Encrypt PATH for the keys granted RESOURCE now (and for yourself).
+
+    With - as PATH or --out, the data streams through a pipe; the output opens only if the
+    input ended normally.
+    """
     from ailedger.provenance.registry import parse_digest
-    from ailedger.provenance.sharing import seal
+    from ailedger.provenance.sharing import seal, seal_stream
     from ailedger.workspace import Workspace
 
     target = parse_digest(resource, "--resource")
+    _check_stdout(out, as_json)
     ws = Workspace.open(workspace_path(workspace))
     with ws.ledger(rpc=rpc) as ledger:
-        sealed = seal(ws, ledger, path, out, resource=target, passphrase=passphrase_source())
-    emit(
-        as_json,
-        sealed.to_json(),
-        f"sealed {path} into {out} for {len(sealed.recipients)} key(s)",
-    )
+        if _is_std(path) or _is_std(out):
+            with _std_streams(path, out) as (src, dst):
+                keys = seal_stream(
+                    ws, ledger, src, dst, resource=target, passphrase=passphrase_source()
+                )
+            doc = {"path": str(out), "resource": "0x" + target.hex(), "recipients": list(keys)}
+        else:
+            sealed = seal(ws, ledger, path, out, resource=target, passphrase=passphrase_source())
+            doc, keys = sealed.to_json(), sealed.recipients
+    emit(as_json, doc, f"sealed {path} into {out} for {len(keys)} key(s)")
 
 
 @share_app.command(name="open")
 def open_cmd(
-    path: Annotated[Path, typer.Argument(help="The sealed file.")],
+    path: StreamArg,
     resource: ResourceOpt,
-    out: OutOpt,
+    out: StreamOutOpt,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decrypt PATH into OUT if the chain grants your key RESOURCE."""
+    """Decrypt PATH into OUT if the chain grants your key RESOURCE.
+
+    With --out -, plaintext is written as it authenticates: if the input turns out truncated
+    or altered, the command exits 1 after writing the bytes before the damage; discard them.
+    A file output is renamed into place only once everything checked out.
+    """
     from ailedger.provenance.registry import parse_digest
-    from ailedger.provenance.sharing import open_shared
+    from ailedger.provenance.sharing import open_shared, open_stream
     from ailedger.workspace import Workspace
 
     target = parse_digest(resource, "--resource")
+    _check_stdout(out, as_json)
     ws = Workspace.open(workspace_path(workspace))
     with ws.ledger(rpc=rpc) as ledger:
-        open_shared(ws, ledger, path, out, resource=target, passphrase=passphrase_source())
+        if _is_std(path) or _is_std(out):
+            with _std_streams(path, out) as (src, dst):
+                open_stream(ws, ledger, src, dst, resource=target, passphrase=passphrase_source())
+        else:
+            open_shared(ws, ledger, path, out, resource=target, passphrase=passphrase_source())
     emit(as_json, {"path": str(out), "resource": "0x" + target.hex()}, f"opened into {out}")
+
+
+def _is_std(path: Path) -> bool:
+    return str(path) == "-"
+
+
+def _check_stdout(out: Path, as_json: bool) -> None:
+    if _is_std(out) and as_json:
+        raise InputError("--json and --out - would both write to standard output; pick one")
+
+
+@contextmanager
+def _std_streams(path: Path, out: Path) -> Iterator[tuple[io.BufferedIOBase, io.BufferedIOBase]]:
+    """Standard input or the file ``path``; standard output or a new file ``out``.
+
+    A file output is written beside ``out`` and renamed into place only if the body ends
+    without error, as for the file commands.
+    """
+    with ExitStack() as stack:
+        if _is_std(path):
+            src: io.BufferedIOBase = stack.enter_context(
+                open(sys.stdin.fileno(), "rb", closefd=False)
+            )
+        else:
+            try:
+                src = stack.enter_context(open(path, "rb"))
+            except OSError as exc:
+                raise InputError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+        if _is_std(out):
+            sys.stdout.flush()
+            yield src, stack.enter_context(open(sys.stdout.fileno(), "wb", closefd=False))
+            return
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+        try:
+            dst = stack.enter_context(open(tmp, "wb"))
+        except OSError as exc:
+            raise InputError(f"cannot write {str(out)!r}: {exc.strerror}") from exc
+        try:
+            yield src, dst
+            dst.flush()
+            os.fsync(dst.fileno())
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @keys_app.command()

@@ -3,16 +3,18 @@
 Access to a registered digest (the *resource*) is a set of X25519 public keys that its owner
 grants and revokes in the ``ProvenanceRegistry`` contract (events ``Granted``/``Revoked``).
 
-- :func:`seal` encrypts a file (:func:`ailedger.crypto.envelope.seal`: AES-256-GCM in STREAM
-  chunks, a fresh data key wrapped with HPKE, RFC 9180, for each recipient) for the keys whose
-  grant is live at that moment, and for the owner's own key. Each seal draws a new data key,
-  so a version sealed after a revocation is never readable by the revoked key.
-- :func:`open` checks the chain before unwrapping: the opener's key needs a live grant (or the
-  opener owns the resource). Steps: 1. load the workspace's X25519 key; 2. read the grant of
-  its public key; 3. refuse without one (:class:`NoGrant`) or after a revocation
-  (:class:`GrantRevoked`); 4. unwrap and decrypt (:class:`NotARecipient` when the file was
-  sealed before the grant). The chain check is policy enforced by honest clients; what a
-  revoked party can never read is what was sealed after its revocation.
+- :func:`seal` encrypts a file (:func:`seal_stream`: a stream) with
+  :func:`ailedger.crypto.envelope.seal` (AES-256-GCM in STREAM chunks, a fresh data key
+  wrapped with HPKE, RFC 9180, for each recipient) for the keys whose grant is live at that
+  moment, and for the owner's own key. Each seal draws a new data key, so a version sealed
+  after a revocation is never readable by the revoked key.
+- :func:`open` (:func:`open_stream`: a stream) checks the chain before unwrapping: the
+  opener's key needs a live grant (or the opener owns the resource). Steps: 1. load the
+  workspace's X25519 key; 2. read the grant of its public key; 3. refuse without one
+  (:class:`NoGrant`) or after a revocation (:class:`GrantRevoked`); 4. unwrap and decrypt
+  (:class:`NotARecipient` when the file was sealed before the grant). The chain check is
+  policy enforced by honest clients; what a revoked party can never read is what was sealed
+  after its revocation.
 
 Every grant and revocation is also appended to the workspace's audit log (events
 ``provenance.grant`` and ``provenance.revoke``) when the workspace has one.
@@ -23,6 +25,7 @@ The workspace's X25519 key (``keys/x25519.pem``, encrypted with the workspace pa
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,14 +52,17 @@ __all__ = [
     "grants",
     "open",
     "open_shared",
+    "open_stream",
     "read_public_key",
     "revoke",
     "seal",
+    "seal_stream",
     "sharing_key",
     "sharing_public_key",
 ]
 
 Passphrase = Callable[[], str]
+_STREAM_BLOCK = 8 * 1024 * 1024  # bytes per read of a stream
 
 
 class NoGrant(AccessDenied):
@@ -186,20 +192,36 @@ def seal(
 
     Raises :class:`InputError` when the resource is not registered.
     """
-    registry = provenance_registry(workspace, ledger)
-    if registry.registration(resource) is None:
-        raise InputError(f"resource 0x{resource.hex()} is not registered")
-    own = sharing_public_key(workspace, passphrase)
-    keys: list[X25519PublicKey] = [own]
-    for g in registry.grants(resource):
-        if g.live and g.recipient != _raw(own):
-            keys.append(envelope.load_public_key(g.recipient))
+    keys = _recipients(workspace, ledger, resource, passphrase)
     envelope.seal(src, dst, keys)
     return SealedFile(
         path=Path(dst),
         resource=resource,
         recipients=tuple(envelope.key_id(k) for k in keys),
     )
+
+
+def seal_stream(
+    workspace: Workspace,
+    ledger: Ledger,
+    src: io.BufferedIOBase,
+    dst: io.BufferedIOBase,
+    *,
+    resource: bytes,
+    passphrase: Passphrase,
+) -> tuple[str, ...]:
+    """:func:`seal` from a readable to a writable (a pipe, a socket); returns the key ids.
+
+    The last chunk is written only once ``src`` ends, so an interrupted seal never leaves an
+    output that opens.
+    """
+    keys = _recipients(workspace, ledger, resource, passphrase)
+    buffer = memoryview(bytearray(_STREAM_BLOCK))
+    with envelope.SealWriter(dst, keys) as writer:
+        while n := src.readinto(buffer):
+            writer.write(buffer[:n])
+    dst.flush()
+    return tuple(envelope.key_id(k) for k in keys)
 
 
 def open(
@@ -216,6 +238,65 @@ def open(
     Raises :class:`NoGrant`, :class:`GrantRevoked` or :class:`NotARecipient` (all
     :class:`AccessDenied`); :class:`~ailedger.errors.VerificationError` for a tampered file.
     """
+    key = _opening_key(workspace, ledger, resource, passphrase)
+    try:
+        envelope.open(src, dst, key)
+    except AccessDenied as exc:
+        raise NotARecipient(
+            f"{os.fspath(src)!r} was not sealed for this workspace's key "
+            "(sealed before the grant? ask the owner to seal it again)"
+        ) from exc
+
+
+def open_stream(
+    workspace: Workspace,
+    ledger: Ledger,
+    src: io.BufferedIOBase,
+    dst: io.BufferedIOBase,
+    *,
+    resource: bytes,
+    passphrase: Passphrase,
+) -> None:
+    """:func:`open` from a readable to a writable, with the same checks and errors.
+
+    Plaintext is written as its chunks authenticate; a truncated or altered stream raises
+    :class:`~ailedger.errors.VerificationError` after the bytes before the damage were written,
+    so a caller must discard ``dst`` then (:func:`open` does that for files).
+    """
+    key = _opening_key(workspace, ledger, resource, passphrase)
+    try:
+        reader = envelope.OpenReader(src, key)
+    except AccessDenied as exc:
+        raise NotARecipient(
+            "the sealed stream was not sealed for this workspace's key "
+            "(sealed before the grant? ask the owner to seal it again)"
+        ) from exc
+    buffer = memoryview(bytearray(_STREAM_BLOCK))
+    with reader:
+        while n := reader.readinto(buffer):
+            dst.write(buffer[:n])
+    dst.flush()
+
+
+def _recipients(
+    workspace: Workspace, ledger: Ledger, resource: bytes, passphrase: Passphrase
+) -> list[X25519PublicKey]:
+    """This workspace's key and the keys with a live grant on ``resource``, in that order."""
+    registry = provenance_registry(workspace, ledger)
+    if registry.registration(resource) is None:
+        raise InputError(f"resource 0x{resource.hex()} is not registered")
+    own = sharing_public_key(workspace, passphrase)
+    keys: list[X25519PublicKey] = [own]
+    for g in registry.grants(resource):
+        if g.live and g.recipient != _raw(own):
+            keys.append(envelope.load_public_key(g.recipient))
+    return keys
+
+
+def _opening_key(
+    workspace: Workspace, ledger: Ledger, resource: bytes, passphrase: Passphrase
+) -> X25519PrivateKey:
+    """This workspace's private key, once the chain says it may open ``resource`` (steps 1-3)."""
     registry = provenance_registry(workspace, ledger)
     key = sharing_key(workspace, passphrase)
     record = registry.registration(resource)
@@ -234,13 +315,7 @@ def open(
                 f"the grant of key {envelope.key_id(key.public_key())[:16]}… on "
                 f"0x{resource.hex()} was revoked in block {state.revoked_block}"
             )
-    try:
-        envelope.open(src, dst, key)
-    except AccessDenied as exc:
-        raise NotARecipient(
-            f"{os.fspath(src)!r} was not sealed for this workspace's key "
-            "(sealed before the grant? ask the owner to seal it again)"
-        ) from exc
+    return key
 
 
 open_shared = open

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +22,11 @@ from ailedger.provenance.sharing import (
     grant,
     grants,
     open_shared,
+    open_stream,
     read_public_key,
     revoke,
     seal,
+    seal_stream,
     sharing_key,
     sharing_public_key,
 )
@@ -186,3 +189,49 @@ def test_read_public_key_accepts_hex_and_pem(alice: Party) -> None:
     assert read_public_key(pem).public_bytes_raw() == raw
     with pytest.raises(InputError):
         read_public_key("zz" * 32)
+
+
+def test_streams_follow_the_same_grants(
+    parties: tuple[Party, Party, Party], shared: tuple[Path, bytes]
+) -> None:
+    owner, bob, carol = parties
+    _, resource = shared
+
+    def stream_seal() -> bytes:
+        out = io.BytesIO()
+        seal_stream(
+            owner.ws,
+            owner.ledger,
+            io.BytesIO(SECRET),
+            out,
+            resource=resource,
+            passphrase=passphrase,
+        )
+        return out.getvalue()
+
+    def stream_open(party: Party, sealed: bytes) -> bytes:
+        out = io.BytesIO()
+        open_stream(
+            party.ws,
+            party.ledger,
+            io.BytesIO(sealed),
+            out,
+            resource=resource,
+            passphrase=passphrase,
+        )
+        return out.getvalue()
+
+    before = stream_seal()
+    grant(owner.ws, owner.ledger, resource, x25519(bob))
+    with pytest.raises(NotARecipient):
+        stream_open(bob, before)  # sealed before bob's grant
+    after = stream_seal()
+    assert stream_open(bob, after) == SECRET
+    assert stream_open(owner, before) == SECRET
+    with pytest.raises(NoGrant):
+        stream_open(carol, after)
+    revoke(owner.ws, owner.ledger, resource, x25519(bob))
+    with pytest.raises(GrantRevoked):
+        stream_open(bob, after)
+    with pytest.raises(VerificationError):
+        stream_open(owner, after[:-1])
