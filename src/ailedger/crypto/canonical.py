@@ -10,10 +10,14 @@ hold the same value derive the same bytes. RFC 8785 asks for:
   the shortest round-trip digits, in plain notation for exponents from -6 to 20 and
   ``d.ddde±x`` outside; integers therefore only within ±(2**53 - 1).
 
-Values made of strings, safe integers, booleans, nulls, lists and objects with ASCII member
-names (most log records) take CPython's C encoder, whose sorted compact output is then exactly
-RFC 8785; anything else (floats, other member names) takes the encoder below, written from the
-RFC. Tests compare both with the ``rfc8785`` reference package on random values.
+Values made of strings, safe integers, booleans, nulls, lists, objects with ASCII member names
+and floats that Python prints as ECMAScript does (most log records) take CPython's C encoder,
+whose sorted compact output is then exactly RFC 8785; anything else (other floats, other
+member names) takes the encoder below, written from the RFC. Python's ``repr`` of a float has
+the same shortest round-trip digits as ECMAScript; for 1e-4 <= |x| < 1e16 with a fraction it
+also has the same layout (plain notation, no exponent, no trailing zeros), while outside that
+range, and for whole numbers (``1.0`` against ``1``), the layouts differ. Tests compare both
+encoders with the ``rfc8785`` reference package on random values.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from ailedger.errors import InputError
 __all__ = ["canonical_json", "format_number"]
 
 _SAFE_INT = 2**53 - 1
+# floats whose repr is already their ECMAScript form, when they are not whole numbers
+_FLOAT_MIN, _FLOAT_MAX = 1e-4, 1e16
 # Built once: JSONEncoder.encode builds a new C encoder on every call (a microsecond, a third
 # of the encoding). No circular-reference markers: _plain has walked the value already.
 _C_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -155,6 +161,9 @@ def _plain(value: Any) -> bool:
             if item_kind is int:
                 if not -_SAFE_INT <= item <= _SAFE_INT:
                     return False
+            elif item_kind is float:
+                if not _FLOAT_MIN <= abs(item) < _FLOAT_MAX or item.is_integer():
+                    return False
             elif not _plain(item):
                 return False
         return True
@@ -166,6 +175,9 @@ def _plain(value: Any) -> bool:
             if item_kind is int:
                 if not -_SAFE_INT <= item <= _SAFE_INT:
                     return False
+            elif item_kind is float:
+                if not _FLOAT_MIN <= abs(item) < _FLOAT_MAX or item.is_integer():
+                    return False
             elif not _plain(item):
                 return False
         return True
@@ -173,4 +185,6 @@ def _plain(value: Any) -> bool:
         return True
     if kind is int:
         return bool(-_SAFE_INT <= value <= _SAFE_INT)
+    if kind is float:
+        return bool(_FLOAT_MIN <= abs(value) < _FLOAT_MAX and not value.is_integer())
     return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import struct
 from pathlib import Path
@@ -12,7 +13,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ailedger.crypto.canonical import canonical_json, format_number
+from ailedger.crypto.canonical import _plain, canonical_json, format_number
 from ailedger.errors import InputError
 
 KAT = json.loads((Path(__file__).parents[2] / "kat" / "rfc8785.json").read_text())
@@ -86,3 +87,19 @@ def test_circular_and_too_deep_values_are_input_errors() -> None:
     for value in (circular, deep):
         with pytest.raises(InputError, match="circular or too deep"):
             canonical_json(value)
+
+
+def test_floats_taking_the_c_encoder_match_the_reference() -> None:
+    # Around and inside 1e-4 <= |x| < 1e16, where Python's repr is used as it is: random
+    # magnitudes, the range's edges and their neighbours, whole numbers (which are not).
+    rng = random.Random(6962)
+    edges = [1e-4, 1e16, 9.999999999999999e-05, 9999999999999998.0, 1e15 + 0.5, 0.1 + 0.2]
+    values = edges + [math.nextafter(x, 0.0) for x in edges] + [2.0, 123.0, -0.0, 0.0]
+    values += [rng.choice((-1, 1)) * 10 ** rng.uniform(-6, 18) for _ in range(20000)]
+    values += [round(rng.uniform(-1e6, 1e6), rng.randrange(8)) for _ in range(5000)]
+    for value in values:
+        record = {"score": value, "scores": [value, 0.5]}
+        assert canonical_json(record) == rfc8785.dumps(record), repr(value)
+        assert canonical_json(value) == rfc8785.dumps(value), repr(value)
+        in_range = 1e-4 <= abs(value) < 1e16 and not value.is_integer()
+        assert _plain(record) is in_range, repr(value)  # the C encoder took it
