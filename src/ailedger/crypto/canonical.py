@@ -148,43 +148,34 @@ def _encode(value: Any, out: list[str]) -> None:
 def _plain(value: Any) -> bool:
     """Whether the C encoder's sorted compact output is already RFC 8785 for ``value``.
 
-    Written as loops with the scalar cases inline: it runs once per logged record.
+    Written as one loop with the scalar cases inline: it runs once per logged record.
     """
     kind = type(value)
     if kind is dict:
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str or not key.isascii():
                 return False
-            item_kind = type(item)
-            if item_kind is str or item_kind is bool or item is None:
-                continue
-            if item_kind is int:
-                if not -_SAFE_INT <= item <= _SAFE_INT:
-                    return False
-            elif item_kind is float:
-                if not _FLOAT_MIN <= abs(item) < _FLOAT_MAX or item.is_integer():
-                    return False
-            elif not _plain(item):
-                return False
+        items = value.values()
+    elif kind is list:
+        items = value
+    elif kind is str or kind is bool or value is None:
         return True
-    if kind is list:
-        for item in value:
-            item_kind = type(item)
-            if item_kind is str or item_kind is bool or item is None:
-                continue
-            if item_kind is int:
-                if not -_SAFE_INT <= item <= _SAFE_INT:
-                    return False
-            elif item_kind is float:
-                if not _FLOAT_MIN <= abs(item) < _FLOAT_MAX or item.is_integer():
-                    return False
-            elif not _plain(item):
-                return False
-        return True
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int:
+    elif kind is int:
         return bool(-_SAFE_INT <= value <= _SAFE_INT)
-    if kind is float:
+    elif kind is float:
         return bool(_FLOAT_MIN <= abs(value) < _FLOAT_MAX and not value.is_integer())
-    return False
+    else:
+        return False
+    for item in items:
+        item_kind = type(item)
+        if item_kind is str or item_kind is bool or item is None:
+            continue
+        if item_kind is int:
+            if not -_SAFE_INT <= item <= _SAFE_INT:
+                return False
+        elif item_kind is float:
+            if not _FLOAT_MIN <= abs(item) < _FLOAT_MAX or item.is_integer():
+                return False
+        elif not _plain(item):
+            return False
+    return True
