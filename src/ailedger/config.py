@@ -23,11 +23,12 @@ ENV_PASSPHRASE = "AILEDGER_PASSPHRASE"  # noqa: S105 - the variable's name, not 
 
 
 def workspace_path(option: Path | None) -> Path:
-    """The workspace folder: the flag, else ``$AILEDGER_WORKSPACE``, else ``./.ailedger``."""
+    """The workspace folder, absolute: the flag, else ``$AILEDGER_WORKSPACE``, else
+    ``./.ailedger`` (relative paths are taken from the current folder)."""
     if option is not None:
-        return option
+        return Path(os.path.abspath(option))
     from_env = os.environ.get(ENV_WORKSPACE)
-    return Path(from_env) if from_env else Path.cwd() / DEFAULT_DIRNAME
+    return Path(os.path.abspath(from_env)) if from_env else Path.cwd() / DEFAULT_DIRNAME
 
 
 def passphrase_source(*, confirm: bool = False) -> Callable[[], str]:

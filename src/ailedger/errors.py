@@ -88,7 +88,8 @@ class LedgerError(AiledgerError):
 
 
 class NodeUnavailable(LedgerError):
-    """The Ethereum node did not answer, after retrying with backoff."""
+    """The Ethereum node did not answer after retrying with backoff, or answered with something
+    that is not a usable JSON-RPC reply (too large, too deep, not JSON, the wrong types)."""
 
     exit_code = 3
 

@@ -6,25 +6,34 @@ Layout (DESIGN.md)::
       config.toml        chain settings and contract addresses, per chain id
       keys/ethereum.json encrypted V3 keystore (0600)
       keys/ed25519.pem   encrypted Ed25519 signing key (0600), ed25519.pub beside it
+      keys/log.key       the audit log's data key, which encrypts its record keys (0600)
       chain/             the embedded chain's state (SQLite) and its lock
       log.sqlite         the audit log
       blobs/             content-addressed files, by SHA-256
 
-Nothing is global: every operation names its workspace.
+Nothing is global: every operation names its workspace. Folders are 0700 and files 0600 from
+the moment they are created (public keys 0644); opening a workspace whose modes were loosened
+tightens them and warns (:class:`InsecurePermissionsWarning`). ``init`` builds a new workspace
+in a hidden sibling folder and renames it into place once complete, so a failed ``init``
+leaves nothing behind (the folder of a run that was killed is removed by the next ``init``).
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import tempfile
 import tomllib
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ailedger._fs import write_atomic
+from ailedger._fs import make_private_dir, tighten, write_atomic
 from ailedger.crypto.keys import generate_signing_key, load_public_key, load_signing_key
 from ailedger.errors import InputError, LedgerError, WorkspaceError
 from ailedger.ledger._settings import LedgerSettings
@@ -32,7 +41,7 @@ from ailedger.ledger._settings import LedgerSettings
 if TYPE_CHECKING:
     from ailedger.ledger import AnchorRegistry, Keystore, Ledger, Signer
 
-__all__ = ["DEFAULT_DIRNAME", "Workspace"]
+__all__ = ["DEFAULT_DIRNAME", "InsecurePermissionsWarning", "Workspace"]
 
 DEFAULT_DIRNAME = ".ailedger"
 FORMAT = 1
@@ -49,6 +58,14 @@ _SETTING_TYPES: dict[str, type] = {
 }
 
 Passphrase = Callable[[], str]
+
+
+class InsecurePermissionsWarning(UserWarning):
+    """A workspace's files or folders were open to other users; they have been tightened."""
+
+
+class _Unfunded(LedgerError):
+    """The account cannot pay to deploy the contracts (``init`` keeps it, to be funded)."""
 
 
 class Workspace:
@@ -84,6 +101,10 @@ class Workspace:
     def blobs_dir(self) -> Path:
         return self.path / "blobs"
 
+    @property
+    def log_key_path(self) -> Path:
+        return self.path / "keys" / "log.key"
+
     # -- life cycle -----------------------------------------------------------------------
 
     @classmethod
@@ -102,9 +123,48 @@ class Workspace:
         earlier run could not (e.g. deploying once the account is funded), or sets the workspace
         up on another chain (``rpc``). The contracts are deployed, unless the config (or
         ``anchor_registry``) names an address on that chain, whose code is then checked.
+
+        A new workspace is built in a hidden sibling folder and renamed to ``path`` when done;
+        any failure removes it, except an account without ether to deploy with: that workspace
+        is kept (its account is the one to fund) and the error says so. A chain given by
+        ``rpc`` is remembered only once its node has answered.
         """
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        config = _read_config(path / "config.toml") if (path / "config.toml").exists() else {}
+        path = Path(os.path.abspath(path))
+        if (path / "config.toml").exists():
+            workspace = cls(path=path, config=_read_config(path / "config.toml"))
+            workspace._secure_modes()
+            workspace._complete(passphrase, rpc, anchor_registry, unsafe_fast_kdf)
+            return workspace
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise WorkspaceError(
+                f"{path} exists and is not an ailedger workspace (no config.toml): "
+                "give a new or empty folder"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_staging(path)
+        # mkdtemp: an unpredictable name, created 0700
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".init", dir=path.parent))
+        (staging / _STAGING_OWNER).write_text(str(os.getpid()))
+        workspace = cls(path=staging, config={})
+        try:
+            workspace._complete(passphrase, rpc, anchor_registry, unsafe_fast_kdf)
+        except _Unfunded:
+            workspace._move_to(path)
+            raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        workspace._move_to(path)
+        return workspace
+
+    def _complete(
+        self,
+        passphrase: Passphrase,
+        rpc: str | None,
+        anchor_registry: str | None,
+        unsafe_fast_kdf: bool,
+    ) -> None:
+        config = self.config
         config.setdefault("workspace", {})["format"] = FORMAT
         chain = config.setdefault("chain", {})
         if rpc is not None:
@@ -112,42 +172,101 @@ class Workspace:
             chain["rpc"] = rpc
             chain.pop("chain_id", None)
         chain.setdefault("backend", "embedded")
-        workspace = cls(path=path, config=config)
-        workspace._validate()
+        self._validate()
         from ailedger.ledger import AnchorRegistry, Keystore
 
-        if not workspace.keystore_path.exists():
-            Keystore.create(workspace.keystore_path, passphrase(), unsafe_fast_kdf=unsafe_fast_kdf)
-        if not workspace.signing_key_path.exists():
-            generate_signing_key(workspace.signing_key_path, passphrase())
-        workspace.blobs_dir.mkdir(exist_ok=True)
-        # Saved before touching the chain, so a run that cannot deploy yet (no funds, node
-        # down) keeps the chosen chain for the next `init`.
-        workspace.save()
-        with workspace.ledger(passphrase=passphrase) as ledger:
+        for folder in (self.path / "keys", self.chain_dir, self.blobs_dir):
+            make_private_dir(folder)
+        if not self.keystore_path.exists():
+            Keystore.create(self.keystore_path, passphrase(), unsafe_fast_kdf=unsafe_fast_kdf)
+        if not self.signing_key_path.exists():
+            generate_signing_key(self.signing_key_path, passphrase())
+        with self.ledger(passphrase=passphrase) as ledger:
             chain["chain_id"] = ledger.chain_id
+            # Saved once the node answered, before deploying, so a run that cannot deploy yet
+            # (no funds) keeps the chosen chain for the next `init`; a bad --rpc is not kept.
+            self.save()
             given = {AnchorRegistry.NAME: anchor_registry} if anchor_registry else {}
-            workspace._setup_contracts(ledger, given)
-        workspace._create_log()
-        workspace.save()
-        return workspace
+            self._setup_contracts(ledger, given)
+        self._create_log()
+        self.save()
+
+    def _move_to(self, path: Path) -> None:
+        """Rename this (staging) workspace folder to ``path``, a new or empty folder."""
+        (self.path / _STAGING_OWNER).unlink(missing_ok=True)
+        try:
+            os.rename(self.path, path)
+        except OSError as exc:
+            # e.g. another `init` of the same folder finished first: that one stands
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise WorkspaceError(
+                f"cannot move the new workspace into {path}: {exc.strerror}"
+            ) from exc
+        self.path = path
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _create_log(self) -> None:
         from ailedger.auditlog.log import AuditLog, default_origin
 
         log_config = self.config.setdefault("log", {})
         log_config.setdefault("origin", default_origin(self.public_key()))
-        AuditLog.open(self.log_path, origin=str(log_config["origin"])).close()
+        AuditLog.open(
+            self.log_path, origin=str(log_config["origin"]), key_path=self.log_key_path
+        ).close()
 
     @classmethod
     def open(cls, path: Path) -> Workspace:
-        """Open an existing workspace; a missing or malformed one raises WorkspaceError."""
+        """Open an existing workspace; a missing or malformed one raises WorkspaceError.
+
+        Folders and files open to other users are made private, with a warning
+        (:class:`InsecurePermissionsWarning`).
+        """
+        path = Path(os.path.abspath(path))
         config_path = path / "config.toml"
         if not config_path.is_file():
             raise WorkspaceError(f"no ailedger workspace at {path}: run `ailedger init` first")
         workspace = cls(path=path, config=_read_config(config_path))
         workspace._validate()
+        workspace._secure_modes()
         return workspace
+
+    def _secure_modes(self) -> None:
+        """Tighten folders to 0700 and files to 0600 (public keys 0644); warn if any was open.
+
+        The workspace folder itself, ``keys/``, ``chain/`` and ``blobs/`` and the files directly
+        in the workspace, ``keys/`` and ``chain/`` (a blob folder of 0700 keeps its files
+        private, so they are not each looked at on every open).
+        """
+        changed = [
+            str(p.relative_to(self.path.parent))
+            for p, mode in self._private_paths()
+            if tighten(p, mode) is not None
+        ]
+        if changed:
+            warnings.warn(
+                f"{self.path} had {len(changed)} file(s) or folder(s) open to other users "
+                f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}): "
+                "made them private",
+                InsecurePermissionsWarning,
+                stacklevel=3,
+            )
+
+    def _private_paths(self) -> Iterator[tuple[Path, int]]:
+        folders = [self.path, self.path / "keys", self.chain_dir, self.blobs_dir]
+        for folder in folders:
+            yield folder, 0o700
+        for folder in folders[:3]:
+            try:
+                children = sorted(folder.iterdir())
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for child in children:
+                if not child.is_symlink() and child.is_file():
+                    yield child, 0o644 if child.suffix == ".pub" else 0o600
 
     def save(self) -> None:
         write_atomic(self.config_path, tomli_w.dumps(self.config).encode(), mode=0o600)
@@ -237,7 +356,7 @@ class Workspace:
                 ledger.contract(artifact, address)
             else:
                 if ledger.balance() == 0:
-                    raise LedgerError(
+                    raise _Unfunded(
                         f"account {ledger.account} has no ether on chain {ledger.chain_id} to "
                         "deploy the contracts: fund it, then run `ailedger init` again"
                     )
@@ -247,6 +366,9 @@ class Workspace:
             self.save()
 
     def _validate(self) -> None:
+        from ailedger._configfile import check_config
+
+        check_config(self.config, str(self.config_path))
         chain = self.config.get("chain", {})
         backend = chain.get("backend", "embedded")
         if backend not in ("embedded", "rpc"):
@@ -267,11 +389,32 @@ class Workspace:
             raise WorkspaceError(f"{self.config_path}: {exc}") from exc
 
 
+_STAGING_OWNER = ".init-pid"
+
+
+def _remove_abandoned_staging(path: Path) -> None:
+    """Remove the staging folders of ``init`` runs for ``path`` that were killed midway (their
+    process is gone); a run still going keeps its own."""
+    for staging in path.parent.glob(f".{glob.escape(path.name)}.*.init"):
+        try:
+            pid = int((staging / _STAGING_OWNER).read_text()[:20])
+        except (OSError, ValueError):
+            continue  # not ours, or killed before it said whose it is: left alone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(staging, ignore_errors=True)
+        except PermissionError:
+            continue  # another user's live process
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise WorkspaceError(f"{path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise WorkspaceError(f"{path} is not UTF-8 (invalid byte at offset {exc.start})") from exc
     except OSError as exc:
         raise WorkspaceError(f"cannot read {path}: {os.strerror(exc.errno or 0)}") from exc

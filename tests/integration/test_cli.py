@@ -83,7 +83,7 @@ def test_anchor_then_read_back_in_another_process(workspace: Path, env: dict[str
     assert [(a["size"], a["root"]) for a in doc["anchors"]] == [(3, ROOT_A), (8, ROOT_B)]
     assert doc["anchors"][0]["block_number"] == receipt["block_number"]
     status = json.loads(run("chain", "status", "-w", str(workspace), "--json", env=env).stdout)
-    assert doc["owner"] == status["account"]
+    assert doc["anchorer"] == status["account"]
     assert status["block"] >= receipt["block_number"] + 1
     assert int(status["balance_wei"]) > 0
 
@@ -105,6 +105,13 @@ def test_people_text_goes_to_stderr_json_to_stdout(workspace: Path, env: dict[st
         ((ORIGIN, "0", ROOT_A), "SIZE must be from 1"),
         ((ORIGIN, "ten", ROOT_A), "SIZE must be a positive integer"),
         ((ORIGIN, str(2**64), ROOT_A), "SIZE must be from 1"),
+        ((ORIGIN, "1_0", ROOT_A), "SIZE must be a positive integer in ASCII digits"),
+        ((ORIGIN, "\u0661\u0662", ROOT_A), "SIZE must be a positive integer in ASCII digits"),
+        ((ORIGIN, "\uff15", ROOT_A), "SIZE must be a positive integer in ASCII digits"),
+        ((ORIGIN, " 5", ROOT_A), "SIZE must be a positive integer in ASCII digits"),
+        ((ORIGIN, "+5", ROOT_A), "SIZE must be a positive integer in ASCII digits"),
+        ((ORIGIN, "9" * 5000, ROOT_A), "SIZE must be a positive integer in ASCII digits"),
+        ((ORIGIN, str(2**64 - 1) + "0", ROOT_A), "SIZE must be from 1"),
     ],
 )
 def test_malformed_input_exits_2(
@@ -121,7 +128,7 @@ def test_negative_size_is_a_usage_error(workspace: Path, env: dict[str, str]) ->
     after_dashes = run(
         "chain", "anchor", "-w", str(workspace), "--", ORIGIN, "-4", ROOT_A, env=env, check=2
     )
-    assert "SIZE must be from 1" in one_line_error(after_dashes)
+    assert "SIZE must be a positive integer" in one_line_error(after_dashes)
 
 
 def test_size_that_does_not_increase_exits_1(workspace: Path, env: dict[str, str]) -> None:
@@ -191,8 +198,29 @@ def test_shared_registry_between_workspaces(
     anvil.fund("0x" + address)
     other_origin = "0x" + hashlib.sha256(b"second workspace").hexdigest()
     run("chain", "anchor", other_origin, "2", ROOT_A, "-w", str(second), env=env)
-    done = run("chain", "anchor", other_origin, "3", ROOT_A, "-w", str(workspace), env=env, check=1)
-    assert "origin owned by another account" in one_line_error(done)
+    # anchors are kept per account: the first workspace anchors the same origin, even smaller
+    run("chain", "anchor", other_origin, "1", ROOT_B, "-w", str(workspace), env=env)
+    mine = json.loads(
+        run("chain", "anchors", other_origin, "-w", str(workspace), "--json", env=env).stdout
+    )
+    assert [(a["size"], a["root"]) for a in mine["anchors"]] == [(1, ROOT_B)]
+    theirs = json.loads(
+        run("chain", "anchors", other_origin, "-w", str(second), "--json", env=env).stdout
+    )
+    assert [(a["size"], a["root"]) for a in theirs["anchors"]] == [(2, ROOT_A)]
+    assert theirs["anchorer"].lower() == "0x" + address.lower()
+    by_address = run(
+        "chain",
+        "anchors",
+        other_origin,
+        "--anchorer",
+        theirs["anchorer"],
+        "-w",
+        str(workspace),
+        "--json",
+        env=env,
+    )
+    assert json.loads(by_address.stdout)["anchors"] == theirs["anchors"]
 
 
 def test_node_killed_then_back(own_anvil: AnvilNode, env: dict[str, str], tmp_path: Path) -> None:
@@ -264,7 +292,7 @@ def test_key_files_are_private(tmp_path: Path, env: dict[str, str]) -> None:
     for key in (path / "keys").iterdir():
         mode = key.stat().st_mode & 0o777
         assert mode == (0o644 if key.suffix == ".pub" else 0o600), key
-        assert env["AILEDGER_PASSPHRASE"] not in key.read_text()
+        assert env["AILEDGER_PASSPHRASE"].encode() not in key.read_bytes()
 
 
 def test_demo(env: dict[str, str]) -> None:

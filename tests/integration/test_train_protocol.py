@@ -11,7 +11,7 @@ import pytest
 
 from ailedger.errors import LedgerError
 from ailedger.workspace import Workspace
-from tests.conftest import AnvilNode
+from tests.conftest import AnvilNode, free_port
 
 PASSPHRASE = "correct horse battery staple"
 ROUNDS = 3
@@ -59,11 +59,14 @@ def test_four_processes_train_and_exclude_the_malicious_one(
     assert created["spec"]["quorum"] == 3
     assert [a.lower() for a in created["participants"]] == [a.lower() for a in accounts]
 
+    port = free_port()
+    announced = f"http://127.0.0.1:{port}"
     joins = [
         ailedger(
             "train", "join", str(task_file), "-w", str(ws), "--json",
             "--mine-idle-after", "0.5", "--poll-interval", "0.05", "--timeout", "240",
             *(["--attack", "scaling"] if i == 3 else []),
+            *(["--port", str(port), "--announce", announced + "/"] if i == 1 else []),
             env=env,
         )
         for i, ws in enumerate(spaces)
@@ -80,6 +83,7 @@ def test_four_processes_train_and_exclude_the_malicious_one(
         assert process.returncode == 0, err
         results.append(json.loads(out))
     honest, malicious = results[:3], results[3]
+    assert results[1]["endpoint"] == announced
     bad = accounts[3].lower()
 
     assert malicious["excluded"] is True

@@ -24,6 +24,14 @@ from ailedger.auditlog.verify import (
     verify_export,
     verify_stored,
 )
+from ailedger.auditlog.witness import (
+    Witness,
+    WitnessServer,
+    WitnessVerifier,
+    cosign,
+    parse_witness_key,
+    verify_cosigned,
+)
 
 __all__ = [
     "AnchorClaim",
@@ -37,16 +45,22 @@ __all__ = [
     "NoteVerifier",
     "Receipt",
     "VerifyReport",
+    "Witness",
+    "WitnessServer",
+    "WitnessVerifier",
     "audited",
     "chain_anchors",
+    "cosign",
     "decision_record",
     "open_checkpoint",
     "open_note",
     "parse_verifier_key",
+    "parse_witness_key",
     "record_event",
     "sign_checkpoint",
     "sign_note",
     "verifier_key",
+    "verify_cosigned",
     "verify_export",
     "verify_receipt",
     "verify_stored",

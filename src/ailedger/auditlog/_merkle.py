@@ -437,12 +437,13 @@ def entries_path(index: int, width: int = TILE_WIDTH) -> str:
     return f"tile/entries/{_encode_tile_index(index)}{_width_suffix(width)}"
 
 
+# at most 7 groups of 3 digits: every index of a 64-bit tree, and never too long for int()
 _TILE_PATH = re.compile(
-    r"tile/(?P<level>0|[1-9][0-9]?)/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?",
+    r"tile/(?P<level>0|[1-9][0-9]?)/(?P<index>(?:x[0-9]{3}/){0,6}[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?",
     re.ASCII,
 )
 _ENTRIES_PATH = re.compile(
-    r"tile/entries/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?",
+    r"tile/entries/(?P<index>(?:x[0-9]{3}/){0,6}[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?",
     re.ASCII,
 )
 

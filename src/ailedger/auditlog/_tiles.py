@@ -50,6 +50,18 @@ def row_offsets(width: int) -> list[int]:
     return offsets
 
 
+def _checked_blob(data: object, width: int, level: int, index: int) -> bytes:
+    """A stored tile's bytes, refused unless they are a blob of the size its width implies."""
+    offsets = row_offsets(width)
+    size = offsets[-1] + (width >> (TILE_HEIGHT - 1)) * _H
+    if not isinstance(data, bytes) or len(data) != size:
+        got = f"{len(data)} bytes" if isinstance(data, bytes) else type(data).__name__
+        raise VerificationError(
+            f"the log's tile {level}/{index} is corrupt ({got}, want {size} bytes)"
+        )
+    return data
+
+
 def _tile_root(blob: bytes) -> bytes:
     top = row_offsets(TILE_WIDTH)[TILE_HEIGHT - 1]
     return node_hash(blob[top : top + _H], blob[top + _H : top + 2 * _H])
@@ -83,12 +95,12 @@ class TileState:
                 row = self._conn.execute(
                     "SELECT width, data FROM tiles WHERE level = ? AND idx = ?", (level, full)
                 ).fetchone()
-                if row is None or int(row[0]) != width:
+                if row is None or row[0] != width:
                     raise VerificationError(
                         f"the log's tile {level}/{full} is missing or has the wrong width "
                         f"for {self.size} entries"
                     )
-                data = bytes(row[1])
+                data = _checked_blob(row[1], width, level, full)
                 bottom = [data[i * _H : (i + 1) * _H] for i in range(width)]
             self._partial.append(bottom)
             count = full
@@ -205,9 +217,9 @@ class TileState:
         row = self._conn.execute(
             "SELECT width, data FROM tiles WHERE level = ? AND idx = ?", (level, index)
         ).fetchone()
-        if row is None or int(row[0]) != TILE_WIDTH:
+        if row is None or row[0] != TILE_WIDTH:
             raise VerificationError(f"the log's tile {level}/{index} is missing")
-        found = (TILE_WIDTH, bytes(row[1]))
+        found = (TILE_WIDTH, _checked_blob(row[1], TILE_WIDTH, level, index))
         self._cache_put((level, index), found)
         return found
 

@@ -1,6 +1,8 @@
 """Anchoring checkpoints on chain, in batches, with receipts that reach finality.
 
-An anchor records (SHA-256 of the origin, size, root) in the ``AnchorRegistry``. One anchor
+An anchor records (SHA-256 of the origin, size, root) in the ``AnchorRegistry``, as a claim of
+the account that sends it (the log's operator); anchors other accounts made for the same origin
+are never read. One anchor
 covers every entry up to its size, so anchoring every N entries or every T seconds costs one
 transaction per batch, whatever the batch size. Each anchor's receipt moves through::
 
@@ -11,12 +13,19 @@ transaction per batch, whatever the batch size. Each anchor's receipt moves thro
 A node outage leaves the newest anchor pending and loses nothing (the next attempt anchors the
 newest checkpoint, which covers the older entries). A reorg that drops an anchor's block is
 seen by :meth:`Anchorer.refresh`, which sends the anchor again.
+
+Anchoring never extends a history that conflicts with what was published: before signing a
+checkpoint, :meth:`Anchorer.anchor` compares the local log with every anchor its account has on
+chain (:func:`check_published`), and refuses when an anchor's root differs from the local root
+at its size, or an anchor covers more entries than the log holds (an older backup restored, or
+entries rewritten: anchoring it would publish a fork).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +34,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ailedger.auditlog.checkpoint import Checkpoint
 from ailedger.auditlog.log import AuditLog
 from ailedger.auditlog.verify import AnchorClaim
-from ailedger.errors import AiledgerError, InputError, LedgerError, NodeUnavailable
+from ailedger.errors import (
+    AiledgerError,
+    InputError,
+    LedgerError,
+    NodeUnavailable,
+    VerificationError,
+)
 
 if TYPE_CHECKING:
-    from ailedger.ledger import AnchorRegistry
+    from ailedger.ledger import Anchor, AnchorRegistry
 
-__all__ = ["AnchorRecord", "AnchorService", "Anchorer", "chain_anchors"]
+__all__ = ["AnchorRecord", "AnchorService", "Anchorer", "chain_anchors", "check_published"]
 
 
 @dataclass(frozen=True)
@@ -78,19 +93,29 @@ class Anchorer:
         self.key = key
         self.confirmations = confirmations
         self.ledger = registry.ledger
+        # (count, newest anchor) of this account's anchors already compared with the log, so
+        # a long-running service reads only the new ones (the newest is re-read: a reorg).
+        self._checked: tuple[int, Anchor] | None = None
+
+    @property
+    def operator(self) -> str:
+        """The account that anchors (the ledger's signer): only its anchors are read."""
+        return self.ledger.account
 
     def anchor(self) -> AnchorRecord | None:
         """Sign a checkpoint of the current log and anchor it; None if already anchored.
 
-        Raises :class:`NodeUnavailable` after the ledger's retries when the node is down; the
-        anchor then stays pending and the next call retries it.
+        Raises :class:`VerificationError`, signing and anchoring nothing, when the log conflicts
+        with an anchor already on chain (see :func:`check_published`). Raises
+        :class:`NodeUnavailable` after the ledger's retries when the node is down; the anchor
+        then stays pending and the next call retries it.
         """
+        latest = self.check()
         note = self.log.checkpoint(self.key)
         checkpoint = Checkpoint.parse(note.decode().split("\n\n", 1)[0] + "\n")
         if checkpoint.size == 0:
             return None
-        on_chain = self.registry.latest(self.log.origin_hash)
-        if on_chain is not None and on_chain.size >= checkpoint.size:
+        if latest is not None and latest.size >= checkpoint.size:
             return None
         record_id = self._insert(checkpoint)
         pending = self.registry.send_anchor(
@@ -106,6 +131,27 @@ class Anchorer:
         )
         self.refresh()
         return self._get(record_id)
+
+    def check(self) -> Anchor | None:
+        """Compare the log with every anchor of this account on chain; return the newest.
+
+        Raises :class:`VerificationError` naming the first anchor the log conflicts with.
+        """
+        origin = self.log.origin_hash
+        count = self.registry.count(self.operator, origin)
+        start = 0
+        if self._checked is not None and 0 < self._checked[0] <= count:
+            done, newest = self._checked
+            again = self.registry.anchor_at(self.operator, origin, done - 1)
+            if (again.size, again.root) == (newest.size, newest.root):
+                start = done
+        fresh = [self.registry.anchor_at(self.operator, origin, i) for i in range(start, count)]
+        check_published(self.log, _claims(fresh))
+        if fresh:
+            self._checked = (count, fresh[-1])
+        elif count == 0:
+            self._checked = None
+        return None if count == 0 or self._checked is None else self._checked[1]
 
     def refresh(self) -> list[AnchorRecord]:
         """Advance receipts (anchored -> final), re-send anchors a reorg dropped."""
@@ -126,8 +172,8 @@ class Anchorer:
     def _still_there(self, record: AnchorRecord) -> bool:
         """Whether the chain still holds this anchor, in the block it was mined in."""
         origin = self.log.origin_hash
-        for index in range(self.registry.count(origin) - 1, -1, -1):
-            anchor = self.registry.anchor_at(origin, index)
+        for index in range(self.registry.count(self.operator, origin) - 1, -1, -1):
+            anchor = self.registry.anchor_at(self.operator, origin, index)
             if anchor.size == record.size:
                 return anchor.root == record.root and anchor.block_number == record.block_number
             if anchor.size < record.size:
@@ -135,7 +181,7 @@ class Anchorer:
         return False
 
     def _resend(self, record: AnchorRecord) -> None:
-        latest = self.registry.latest(self.log.origin_hash)
+        latest = self.registry.latest(self.operator, self.log.origin_hash)
         if latest is not None and latest.size >= record.size:
             self._update(record.id, status="superseded")
             return
@@ -210,7 +256,9 @@ class AnchorService:
             return None
         try:
             record = self.anchorer.anchor()
-        except (NodeUnavailable, LedgerError) as exc:
+        except (NodeUnavailable, LedgerError, VerificationError) as exc:
+            # VerificationError: the log conflicts with its published anchors; it stays
+            # unanchored (and last_error says why) until the operator restores it.
             self.last_error = exc
             return None
         self.last_error = None
@@ -223,11 +271,44 @@ class AnchorService:
             self.step()
 
 
-def chain_anchors(registry: AnchorRegistry, origin_hash: bytes) -> list[AnchorClaim]:
-    """Every anchor of a log on chain, as the verifier consumes them."""
+def chain_anchors(
+    registry: AnchorRegistry, origin_hash: bytes, *, operator: str
+) -> list[AnchorClaim]:
+    """Every anchor the log's ``operator`` account made of the log, as the verifier consumes
+    them (anchors by any other account are not claims of the operator, and are not read)."""
+    return _claims(registry.anchors(operator, origin_hash))
+
+
+def check_published(log: AuditLog, anchors: Iterable[AnchorClaim]) -> None:
+    """Refuse (:class:`VerificationError`) a log that conflicts with its published anchors.
+
+    Each anchor must cover no more entries than the log holds, and its root must be the log's
+    root at its size; otherwise signing or anchoring the log would publish a fork.
+    """
+    size = log.size
+    for anchor in anchors:
+        where = f"anchor #{anchor.index} on chain (block {anchor.block_number})"
+        if anchor.size > size:
+            raise VerificationError(
+                f"{where} covers {anchor.size} entries, but the local log holds only {size}: "
+                "this log.sqlite is older than what was published (a restored backup) or was "
+                "truncated; refusing to sign or anchor a history that conflicts with it. "
+                "Restore the newest backup of log.sqlite"
+            )
+        local = log.root(anchor.size)
+        if local != anchor.root:
+            raise VerificationError(
+                f"{where} gives root {anchor.root.hex()} at size {anchor.size}, the local log "
+                f"gives {local.hex()}: the log was rewritten, or restored from an older backup "
+                "and appended to (a fork); refusing to sign or anchor it. Restore the newest "
+                "backup of log.sqlite: what was published cannot be replaced"
+            )
+
+
+def _claims(anchors: Iterable[Anchor]) -> list[AnchorClaim]:
     return [
         AnchorClaim(index=a.index, size=a.size, root=a.root, block_number=a.block_number)
-        for a in registry.anchors(origin_hash)
+        for a in anchors
     ]
 
 

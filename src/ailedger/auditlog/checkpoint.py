@@ -30,6 +30,7 @@ MAX_TREE_SIZE = 2**64 - 1
 
 _HASH_SIZE = 32
 _DECIMAL = re.compile(r"0|[1-9][0-9]*", re.ASCII)
+_MAX_DIGITS = len(str(MAX_TREE_SIZE))
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,11 @@ class Checkpoint:
     @classmethod
     def parse(cls, text: str | bytes) -> Checkpoint:
         """Parse a checkpoint's note text (not the signed note: see :func:`open_checkpoint`)."""
-        if isinstance(text, bytes):
-            try:
-                text = text.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError("checkpoint text must be valid UTF-8") from exc
+        try:
+            text = text.decode("utf-8") if isinstance(text, bytes) else text
+            text.encode("utf-8")
+        except UnicodeError as exc:
+            raise InputError("checkpoint text must be valid UTF-8") from exc
         if not text.endswith("\n"):
             raise InputError("checkpoint text must end with a newline")
         lines = text[:-1].split("\n")
@@ -76,8 +77,10 @@ class Checkpoint:
         origin, size_line, root_line, *extensions = lines
         if _DECIMAL.fullmatch(size_line) is None:
             raise InputError(
-                f"checkpoint size {size_line!r} is not a decimal without leading zeros"
+                f"checkpoint size {size_line[:32]!r} is not a decimal without leading zeros"
             )
+        if len(size_line) > _MAX_DIGITS:  # before int(), which refuses 4,300 digits or more
+            raise InputError(f"checkpoint size {size_line[:32]}... is outside 0..2**64-1")
         try:
             root = base64.b64decode(root_line.encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError) as exc:

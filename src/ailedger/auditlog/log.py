@@ -6,9 +6,17 @@ disk): ``entries`` (the exact bytes of each entry), ``tiles`` (the tree's hashes
 (encrypted values of sensitive fields, and the per-record keys that erasure destroys),
 ``anchors`` (see :mod:`.anchoring`) and ``meta``. Memory does not grow with the log.
 
-Appends are batched: :meth:`AuditLog.append_many` writes a batch in one transaction, and
-:meth:`AuditLog.append` hands single records to a background sequencer that commits whatever
-has queued up together (group commit), returning once the record is durable.
+Private data at rest: each record's key is itself encrypted (AES-256-GCM, bound to the entry's
+index) under the log's data key, a separate 0600 file (a workspace's ``keys/log.key``), so a
+copy of ``log.sqlite`` alone reveals no private value. The database file and its WAL are
+created 0600. Erasure deletes the record's key and ciphertexts with ``secure_delete`` (their
+bytes are zeroed, free pages too) and then checkpoints and truncates the WAL, so no old copy
+of them is left in ``log.sqlite-wal`` either, even if the process dies right after.
+
+Appends are batched: :meth:`AuditLog.append_many` writes all its records in one transaction
+(all or none), batch by batch in bounded memory, and :meth:`AuditLog.append` hands single
+records to a background sequencer that commits whatever has queued up together (group commit),
+returning once the record is durable.
 
 One process writes a log at a time (a lock file); any number may read it.
 """
@@ -31,16 +39,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ailedger._fs import write_atomic
+from ailedger._fs import PRIVATE_FILE_MODE, create_private_file, write_atomic
+from ailedger._input import parse_json
 from ailedger.auditlog import _merkle
 from ailedger.auditlog._tiles import TileState
 from ailedger.auditlog.checkpoint import Checkpoint, sign_checkpoint
 from ailedger.auditlog.note import NoteVerifier, verifier_key
 from ailedger.auditlog.proof import Receipt
 from ailedger.auditlog.records import (
+    MAX_ENTRY_BYTES,
     PreparedEntry,
     decision_record,
     encode_record,
@@ -120,12 +131,22 @@ class AuditLog:
     """
 
     def __init__(
-        self, *, path: Path, origin: str, conn: sqlite3.Connection, lock_fd: int | None
+        self,
+        *,
+        path: Path,
+        origin: str,
+        conn: sqlite3.Connection,
+        lock_fd: int | None,
+        key_path: Path | None = None,
+        data_key: bytes | None = None,
     ) -> None:
         self.path = path
         self.origin = origin
         self._conn = conn
         self._lock_fd = lock_fd
+        self.key_path = key_path
+        # wraps every record key (AES-256-GCM); None only for a reader without the key file
+        self._key_aead = AESGCM(data_key) if data_key is not None else None
         self._db_lock = threading.RLock()
         # append_many and the sequencer take turns, so a call's records stay consecutive
         self._order_lock = threading.Lock()
@@ -144,17 +165,29 @@ class AuditLog:
         origin: str | None = None,
         writable: bool = True,
         lock_timeout: float = 10.0,
+        key_path: Path | None = None,
     ) -> AuditLog:
         """Open (creating it when writable) the log at ``path``.
 
         ``origin`` names a new log (C2SP origin line); an existing log keeps its own, and a
         different ``origin`` is refused. A writable log is locked against other writers, which
         wait up to ``lock_timeout`` seconds.
+
+        ``key_path`` is the log's data key (default: ``keys/<name>.key`` beside the log, so
+        ``keys/log.key`` in a workspace), which encrypts the per-record keys of private
+        values; a writable log creates it (0600) when the log has none yet, and wraps the raw
+        record keys of a log written before it existed.
         """
+        path = Path(os.path.abspath(path))  # a relative path has no file URI
+        key_path = Path(os.path.abspath(key_path or path.parent / "keys" / f"{path.stem}.key"))
         if not writable and not path.exists():
             raise WorkspaceError(f"no audit log at {path}")
         lock_fd = _lock(path.with_name(path.name + ".lock"), lock_timeout) if writable else None
+        conn: sqlite3.Connection | None = None
         try:
+            if writable:
+                # made 0600 before SQLite creates it; its -wal and -shm then get that mode too
+                create_private_file(path)
             uri = path.as_uri() + ("" if writable else "?mode=ro")
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 10000")
@@ -175,14 +208,23 @@ class AuditLog:
                 )
             elif origin is not None and stored[0] != origin:
                 raise WorkspaceError(f"the log at {path} is {stored[0]!r}, not {origin!r}")
-            return cls(path=path, origin=origin or str(stored[0]), conn=conn, lock_fd=lock_fd)
+            data_key = _data_key(conn, key_path, writable=writable)
+            log = cls(
+                path=path,
+                origin=origin or str(stored[0]),
+                conn=conn,
+                lock_fd=lock_fd,
+                key_path=key_path,
+                data_key=data_key,
+            )
+            if writable:
+                log._wrap_raw_keys()
+            return log
         except sqlite3.DatabaseError as exc:
-            if lock_fd is not None:
-                os.close(lock_fd)
+            _close_quietly(conn, lock_fd)
             raise WorkspaceError(f"{path} is not a readable audit log: {exc}") from exc
         except BaseException:
-            if lock_fd is not None:
-                os.close(lock_fd)
+            _close_quietly(conn, lock_fd)
             raise
 
     @classmethod
@@ -191,7 +233,12 @@ class AuditLog:
         origin = workspace.config.get("log", {}).get("origin") or default_origin(
             workspace.public_key()
         )
-        return cls.open(workspace.log_path, origin=origin, writable=writable)
+        return cls.open(
+            workspace.log_path,
+            origin=origin,
+            writable=writable,
+            key_path=workspace.log_key_path,
+        )
 
     def close(self) -> None:
         self._stop_sequencer()
@@ -225,29 +272,40 @@ class AuditLog:
     def append_many(
         self, records: Iterable[Mapping[str, Any]], *, sensitive: Collection[str] = ()
     ) -> range:
-        """Append records in batches; returns their (consecutive) indexes once all are durable.
+        """Append records all together or not at all; returns their (consecutive) indexes once
+        all are durable.
 
-        A bad record stops the call with :class:`InputError`; the batches before it are already
-        durable, and nothing of its own batch is written. (Preparing the next batch on another
-        thread while one commits was measured no faster: both hold the GIL nearly throughout.)
+        One transaction holds the whole call, written in batches of 4,096 records as they come,
+        so memory does not grow with their number (``records`` may be a generator reading a
+        stream). A bad record (:class:`InputError`) or any other failure rolls it all back: the
+        log is left as it was. Until the call returns, the log's other users in this process
+        wait. (Preparing the next batch on another thread while one is written was measured no
+        faster: both hold the GIL nearly throughout.)
         """
         self._require_writable()
-        with self._order_lock:
+        names = tuple(dict.fromkeys(sensitive))
+        with self._order_lock, self._db_lock:
             start = self._tree.size
-            datas: list[bytes] = []
-            private: list[tuple[tuple[str, bytes, bytes], ...]] = []
-            for record in records:
-                if sensitive:
-                    entry = prepare(record, sensitive)
-                    datas.append(entry.data)
-                    private.append(entry.private)
-                else:  # the common case, without prepare()'s layers
-                    datas.append(encode_record(record))
-                if len(datas) >= _BATCH:
-                    self._commit(datas, private)
-                    datas, private = [], []
-            if datas:
-                self._commit(datas, private)
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                datas: list[bytes] = []
+                private: list[tuple[tuple[str, bytes, bytes], ...]] = []
+                for record in records:
+                    if names:
+                        entry = prepare(record, names)
+                        datas.append(entry.data)
+                        private.append(entry.private)
+                    else:  # the common case, without prepare()'s layers
+                        datas.append(encode_record(record))
+                    if len(datas) >= _BATCH:
+                        self._write(datas, private)
+                        datas, private = [], []
+                if datas:
+                    self._write(datas, private)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._abandon(start)
+                raise
             return range(start, self._tree.size)
 
     def append(self, record: Mapping[str, Any], *, sensitive: Collection[str] = ()) -> int:
@@ -286,39 +344,49 @@ class AuditLog:
         transaction; return the first one's index."""
         with self._db_lock:
             first = self._tree.size
-            leaf = _merkle.leaf_hash
-            self._tree.extend([leaf(data) for data in datas])
-            params = list(itertools.chain.from_iterable(zip(itertools.count(first), datas)))
-            whole = len(datas) - len(datas) % _ROWS_PER_INSERT
-            step = 2 * _ROWS_PER_INSERT
-            private_rows, key_rows = _encrypt_private(first, private)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                for at in range(0, 2 * whole, step):
-                    self._conn.execute(_INSERT_ENTRIES, params[at : at + step])
-                self._conn.executemany(
-                    "INSERT INTO entries (idx, data) VALUES (?, ?)",
-                    zip(params[2 * whole :: 2], params[2 * whole + 1 :: 2], strict=True),
-                )
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO tiles (level, idx, width, data) VALUES (?, ?, ?, ?)",
-                    self._tree.take_writes(),
-                )
-                if key_rows:
-                    self._conn.executemany("INSERT INTO record_keys VALUES (?, ?)", key_rows)
-                    self._conn.executemany(
-                        "INSERT INTO private VALUES (?, ?, ?, ?, ?)", private_rows
-                    )
-                self._conn.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'size'", (str(self._tree.size),)
-                )
+                self._write(datas, private)
                 self._conn.execute("COMMIT")
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                self._tree.rollback(first)
+                self._abandon(first)
                 raise
             return first
+
+    def _write(
+        self,
+        datas: Sequence[bytes],
+        private: Sequence[tuple[tuple[str, bytes, bytes], ...]] = (),
+    ) -> None:
+        """Add entries (and, aligned with them or empty, their private fields) to the tree and
+        the database, in the caller's open transaction (hold ``_db_lock``)."""
+        first = self._tree.size
+        leaf = _merkle.leaf_hash
+        self._tree.extend([leaf(data) for data in datas])
+        params = list(itertools.chain.from_iterable(zip(itertools.count(first), datas)))
+        whole = len(datas) - len(datas) % _ROWS_PER_INSERT
+        step = 2 * _ROWS_PER_INSERT
+        private_rows, key_rows = _encrypt_private(first, private, self._key_aead)
+        for at in range(0, 2 * whole, step):
+            self._conn.execute(_INSERT_ENTRIES, params[at : at + step])
+        self._conn.executemany(
+            "INSERT INTO entries (idx, data) VALUES (?, ?)",
+            zip(params[2 * whole :: 2], params[2 * whole + 1 :: 2], strict=True),
+        )
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO tiles (level, idx, width, data) VALUES (?, ?, ?, ?)",
+            self._tree.take_writes(),
+        )
+        if key_rows:
+            self._conn.executemany("INSERT INTO record_keys VALUES (?, ?)", key_rows)
+            self._conn.executemany("INSERT INTO private VALUES (?, ?, ?, ?, ?)", private_rows)
+        self._conn.execute("UPDATE meta SET value = ? WHERE key = 'size'", (str(self._tree.size),))
+
+    def _abandon(self, size: int) -> None:
+        """Roll back the open transaction (if any) and the tree to ``size`` entries."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+        self._tree.rollback(size)
 
     def _start_sequencer(self) -> queue.SimpleQueue[tuple[PreparedEntry, Future[int]] | None]:
         with self._db_lock:
@@ -369,13 +437,20 @@ class AuditLog:
     # -- reads ------------------------------------------------------------------------------
 
     def entry_data(self, index: int) -> bytes:
-        """The exact bytes of entry ``index``."""
+        """The exact bytes of entry ``index``.
+
+        :class:`InputError` if the log has no such entry (any index outside ``0 <= index <
+        size``, however large); :class:`VerificationError` if what is stored is not an entry.
+        """
         self._sync()
         with self._db_lock:
+            size = self._tree.size
+            if not 0 <= index < size:
+                raise InputError(f"the log has no entry {index} (size {size})")
             row = self._conn.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()
         if row is None:
-            raise InputError(f"the log has no entry {index} (size {self._tree.size})")
-        return bytes(row[0])
+            raise VerificationError(f"entry {index} is missing from the stored log of {size}")
+        return _stored_bytes(row[0], f"entry {index}")
 
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Entries ``start`` to ``stop - 1`` in order, read in pages."""
@@ -391,7 +466,7 @@ class AuditLog:
             if not rows:
                 return
             for idx, data in rows:
-                yield int(idx), bytes(data)
+                yield int(idx), _stored_bytes(data, f"entry {idx}")
             at = int(rows[-1][0]) + 1
 
     def stored_count(self) -> int:
@@ -402,7 +477,7 @@ class AuditLog:
     def show(self, index: int) -> LogEntry:
         """Entry ``index`` with the plaintext of its sensitive fields (``None`` once erased)."""
         data = self.entry_data(index)
-        record = json.loads(data)
+        record = _stored_record(index, data)
         private: dict[str, Any] = {}
         with self._db_lock:
             key_row = self._conn.execute(
@@ -415,27 +490,117 @@ class AuditLog:
             if isinstance(value, dict) and set(value) == {"commitment"}:
                 private[name] = None
         if key_row is not None:
-            aead = AESGCM(bytes(key_row[0]))
-            for name, salt, nonce, ciphertext in rows:
-                canonical = aead.decrypt(bytes(nonce), bytes(ciphertext), _aad(index, name))
-                commitment = record.get(name, {}).get("commitment", "")
-                private[name] = open_commitment(commitment, bytes(salt), canonical)
+            key = _stored_bytes(key_row[0], f"the record key of entry {index}")
+            try:
+                aead = AESGCM(self._unwrap_key(index, key))
+                for name, salt, nonce, ciphertext in rows:
+                    what = f"the private value {name!r} of entry {index}"
+                    canonical = aead.decrypt(
+                        _stored_bytes(nonce, what),
+                        _stored_bytes(ciphertext, what),
+                        _aad(index, str(name)),
+                    )
+                    field = record.get(name)
+                    commitment = field.get("commitment") if isinstance(field, dict) else None
+                    if not isinstance(commitment, str):
+                        raise VerificationError(f"{what} has no commitment in the entry")
+                    private[name] = open_commitment(
+                        commitment, _stored_bytes(salt, what), canonical
+                    )
+            except (InvalidTag, ValueError) as exc:
+                raise VerificationError(
+                    f"the private values of entry {index} do not decrypt: the stored log was "
+                    "modified"
+                ) from exc
         return LogEntry(index=index, data=data, leaf_hash=_merkle.leaf_hash(data), private=private)
 
     def erase(self, index: int) -> bool:
         """Destroy the key and salts of entry ``index``'s sensitive values (crypto-shredding).
 
         The entry, its commitments and every proof are untouched. Returns whether anything was
-        left to erase.
+        left to erase. When it returns, no copy of the key or the ciphertexts is left in the
+        database file, its free pages or its WAL (``secure_delete`` zeroes them, and the WAL,
+        which holds the page images of earlier writes, is checkpointed and truncated).
         """
         self._require_writable()
         self.entry_data(index)
         with self._db_lock:
             self._conn.execute("BEGIN IMMEDIATE")
-            gone = self._conn.execute("DELETE FROM record_keys WHERE idx = ?", (index,)).rowcount
-            self._conn.execute("DELETE FROM private WHERE idx = ?", (index,))
-            self._conn.execute("COMMIT")
+            try:
+                gone = self._conn.execute(
+                    "DELETE FROM record_keys WHERE idx = ?", (index,)
+                ).rowcount
+                self._conn.execute("DELETE FROM private WHERE idx = ?", (index,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._truncate_wal(f"entry {index}'s private values were erased")
         return gone > 0
+
+    def _truncate_wal(self, done: str, timeout: float = 10.0) -> None:
+        """Copy the WAL into the database and empty it, waiting up to ``timeout`` seconds for
+        readers of older snapshots; raises :class:`WorkspaceError` if they never let go."""
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if not busy:
+                return
+            if time.monotonic() >= deadline:
+                raise WorkspaceError(
+                    f"{done}, but a reader of {self.path.name} kept old copies in its WAL: "
+                    "run the erasure again once readers have closed"
+                )
+            time.sleep(0.05)
+
+    def _unwrap_key(self, index: int, stored: bytes) -> bytes:
+        """The record key of entry ``index`` from its stored (wrapped, or legacy raw) form."""
+        if len(stored) == _KEY_BYTES:
+            return stored  # a log written before record keys were wrapped, opened read-only
+        if len(stored) != _WRAPPED_BYTES:
+            raise VerificationError(f"the stored record key of entry {index} is malformed")
+        if self._key_aead is None:
+            raise WorkspaceError(
+                f"the private values of entry {index} are encrypted under {self.key_path}, "
+                "which this process cannot read"
+            )
+        try:
+            return self._key_aead.decrypt(
+                stored[:_NONCE_BYTES], stored[_NONCE_BYTES:], _key_aad(index)
+            )
+        except InvalidTag as exc:
+            raise VerificationError(
+                f"the record key of entry {index} does not open under {self.key_path}"
+            ) from exc
+
+    def _wrap_raw_keys(self) -> None:
+        """Encrypt the raw record keys a log written by an older version holds, then scrub
+        the raw bytes from the file and its WAL."""
+        assert self._key_aead is not None  # a writable log always has its data key
+        select = "SELECT idx, key FROM record_keys WHERE length(key) = ? AND idx > ? ORDER BY idx"
+        with self._db_lock:
+            if self._conn.execute(select + " LIMIT 1", (_KEY_BYTES, -1)).fetchone() is None:
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                after = -1
+                while rows := self._conn.execute(
+                    select + " LIMIT ?", (_KEY_BYTES, after, _BATCH)
+                ).fetchall():
+                    updates = []
+                    for idx, raw in rows:
+                        nonce = os.urandom(_NONCE_BYTES)
+                        wrapped = self._key_aead.encrypt(nonce, bytes(raw), _key_aad(int(idx)))
+                        updates.append((nonce + wrapped, int(idx)))
+                    self._conn.executemany("UPDATE record_keys SET key = ? WHERE idx = ?", updates)
+                    after = int(rows[-1][0])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._truncate_wal("the log's record keys were encrypted")
 
     # -- the tree ---------------------------------------------------------------------------
 
@@ -528,6 +693,29 @@ class AuditLog:
     def latest_checkpoint(self) -> bytes | None:
         found = self.checkpoints()
         return found[-1][1] if found else None
+
+    def add_cosignatures(self, size: int, lines: Sequence[str]) -> bytes:
+        """Append witness signature lines (already verified by the caller, see
+        :mod:`.witness`) to the stored checkpoint of ``size``; return the note as now stored.
+
+        The note's text and earlier signatures are kept; exports then ship the cosignatures.
+        """
+        self._require_writable()
+        for line in lines:
+            if not line.startswith("— ") or not line.endswith("\n") or line.count("\n") != 1:
+                raise InputError("a cosignature is one signature line ending in a newline")
+        with self._db_lock:
+            row = self._conn.execute(
+                "SELECT note FROM checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+            if row is None:
+                raise InputError(f"the log has no signed checkpoint of size {size}")
+            note = bytes(row[0])
+            new = [line.encode() for line in lines if line.encode() not in note.split(b"\n\n")[-1]]
+            if new:
+                note += b"".join(new)
+                self._conn.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (note, size))
+            return note
 
     def receipt(self, index: int, *, checkpoint: bytes | None = None) -> Receipt:
         """A C2SP tlog-proof for entry ``index`` against ``checkpoint`` (default: latest)."""
@@ -629,28 +817,140 @@ class AuditLog:
 
 
 def _encrypt_private(
-    first: int, private: Sequence[tuple[tuple[str, bytes, bytes], ...]]
+    first: int,
+    private: Sequence[tuple[tuple[str, bytes, bytes], ...]],
+    key_aead: AESGCM | None,
 ) -> tuple[list[tuple[int, str, bytes, bytes, bytes]], list[tuple[int, bytes]]]:
-    """Encrypt each record's private values under a fresh per-record key (AES-256-GCM)."""
+    """Encrypt each record's private values under a fresh per-record key (AES-256-GCM), and
+    each record key under the log's data key (``key_aead``)."""
     private_rows = []
     key_rows = []
     for offset, fields in enumerate(private):
         if not fields:
             continue
+        if key_aead is None:
+            raise WorkspaceError("the audit log is open without its data key")
         index = first + offset
-        randomness = os.urandom(32 + 12 * len(fields))
+        randomness = os.urandom(44 + 12 * len(fields))
         key = randomness[:32]
         aead = AESGCM(key)
-        key_rows.append((index, key))
+        wrap_nonce = randomness[32:44]
+        key_rows.append((index, wrap_nonce + key_aead.encrypt(wrap_nonce, key, _key_aad(index))))
         for number, (name, salt, canonical) in enumerate(fields):
-            nonce = randomness[32 + 12 * number : 44 + 12 * number]
+            nonce = randomness[44 + 12 * number : 56 + 12 * number]
             ciphertext = aead.encrypt(nonce, canonical, _aad(index, name))
             private_rows.append((index, name, salt, nonce, ciphertext))
     return private_rows, key_rows
 
 
+def _stored_bytes(value: object, what: str) -> bytes:
+    """A BLOB read back from the database, or :class:`VerificationError` if it is not one."""
+    if isinstance(value, bytes):
+        return value
+    kinds = {str: "TEXT", int: "INTEGER", float: "REAL", type(None): "NULL"}
+    kind = kinds.get(type(value), type(value).__name__)
+    raise VerificationError(
+        f"{what} is stored as {kind}, not bytes: the log was modified outside ailedger"
+    )
+
+
+def _stored_record(index: int, data: bytes) -> dict[str, Any]:
+    """The JSON object a stored entry holds, or :class:`VerificationError`."""
+    try:
+        record = parse_json(data, what=f"entry {index}", max_bytes=MAX_ENTRY_BYTES)
+    except InputError as exc:
+        raise VerificationError(f"the stored {exc}") from exc
+    if not isinstance(record, dict):
+        raise VerificationError(f"the stored entry {index} is not a JSON object")
+    return record
+
+
 def _aad(index: int, field: str) -> bytes:
     return f"ailedger/private/v1 {index} {field}".encode()
+
+
+_KEY_BYTES = 32
+_NONCE_BYTES = 12
+# a wrapped record key: nonce, then the key encrypted with its 16-byte tag
+_WRAPPED_BYTES = _NONCE_BYTES + _KEY_BYTES + 16
+
+
+def _key_aad(index: int) -> bytes:
+    return f"ailedger/record-key/v1 {index}".encode()
+
+
+def _key_id(key: bytes) -> str:
+    """A public name of a data key (SHA-256 of a label and the key), to spot the wrong file."""
+    return hashlib.sha256(b"ailedger/log-key-id/v1\n" + key).hexdigest()[:32]
+
+
+def _data_key(conn: sqlite3.Connection, key_path: Path, *, writable: bool) -> bytes | None:
+    """The log's data key from ``key_path``, made (0600) if a writable log has none yet."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'data_key_id'").fetchone()
+    expected = None if row is None else str(row[0])
+    try:
+        with open(key_path, "rb") as handle:
+            key: bytes | None = handle.read(_KEY_BYTES + 1)
+    except FileNotFoundError:
+        key = None
+    except OSError as exc:
+        raise WorkspaceError(f"cannot read the log's key {key_path}: {exc.strerror}") from exc
+    if key is not None and len(key) != _KEY_BYTES:
+        if expected is not None or not writable:
+            raise WorkspaceError(f"{key_path} is not a log key ({_KEY_BYTES} bytes)")
+        # cut short by a crash while it was made: nothing was ever encrypted under it
+        key_path.unlink()
+        key = None
+    if key is None:
+        if expected is not None:
+            if not writable:
+                return None  # a reader without the key sees the entries, not private values
+            raise WorkspaceError(
+                f"the log's record keys are encrypted under {key_path}, which is missing: "
+                "restore it (without it no private value can be read)"
+            )
+        if not writable:
+            return None
+        key = os.urandom(_KEY_BYTES)
+        _write_new_key(key_path, key)
+    if expected is not None and _key_id(key) != expected:
+        raise WorkspaceError(f"{key_path} is not the key this log's record keys are sealed with")
+    if expected is None and writable:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('data_key_id', ?)", (_key_id(key),)
+        )
+    return key
+
+
+def _write_new_key(path: Path, key: bytes) -> None:
+    """Create ``path`` holding ``key``, exclusively and 0600 from the start, durably."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    except FileExistsError as exc:
+        raise WorkspaceError(f"{path} appeared while the log was being opened") from exc
+    try:
+        os.write(fd, key)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _close_quietly(conn: sqlite3.Connection | None, lock_fd: int | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+    if lock_fd is not None:
+        os.close(lock_fd)
 
 
 def _check_origin(origin: str) -> None:

@@ -51,6 +51,7 @@ _KEY_ID_SIZE = 4
 _ED25519_KEY_SIZE = 32
 _ED25519_SIG_SIZE = 64
 _HEX_KEY_ID = re.compile(r"[0-9a-fA-F]{8}", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")  # C0 controls but newline (spec step 1)
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,14 @@ class OpenedNote(NamedTuple):
 def check_key_name(name: str) -> None:
     """Raise :class:`InputError` unless ``name`` is a valid key name.
 
-    A key name is non-empty and holds no Unicode space, no ``+`` and no control character.
+    A key name is non-empty UTF-8 and holds no Unicode space, no ``+`` and no control character.
     """
     if not isinstance(name, str) or not name:
         raise InputError("a note key name must be a non-empty string")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, as from undecodable bytes in argv
+        raise InputError(f"note key name {name!r} is not valid UTF-8") from exc
     for ch in name:
         if ch == "+" or ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F:
             raise InputError(f"note key name {name!r} contains {ch!r}")
@@ -253,6 +258,6 @@ def _utf8_text(value: str | bytes, what: str) -> str:
 
 
 def _check_no_controls(text: str) -> None:
-    for ch in text:
-        if ord(ch) < 0x20 and ch != "\n":
-            raise InputError(f"a note must not contain the control character {ch!r}")
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise InputError(f"a note must not contain the control character {found.group()!r}")

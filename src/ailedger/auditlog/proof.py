@@ -34,6 +34,7 @@ _EXTRA = "extra "
 _INDEX = "index "
 _DECIMAL = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 _MAX_INDEX = 2**64 - 1
+_MAX_DIGITS = len(str(_MAX_INDEX))
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,10 @@ class Receipt:
 
         The checkpoint is kept as bytes and is neither parsed nor verified here.
         """
-        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        try:
+            raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        except UnicodeEncodeError as exc:
+            raise InputError("a tlog-proof must be valid UTF-8") from exc
         lines, checkpoint = _split_head(raw)
         if not lines or lines[0] != HEADER:
             raise InputError(f"a tlog-proof starts with the line {HEADER!r}")
@@ -93,7 +97,11 @@ class Receipt:
             raise InputError("a tlog-proof needs an 'index <n>' line")
         digits = lines[pos][len(_INDEX) :]
         if _DECIMAL.fullmatch(digits) is None:
-            raise InputError(f"tlog-proof index {digits!r} is not a decimal without leading zeros")
+            raise InputError(
+                f"tlog-proof index {digits[:32]!r} is not a decimal without leading zeros"
+            )
+        if len(digits) > _MAX_DIGITS:  # before int(), which refuses 4,300 digits or more
+            raise InputError(f"tlog-proof index {digits[:32]}... is outside 0..2**64-1")
         pos += 1
         hashes = []
         for position, line in enumerate(lines[pos:]):

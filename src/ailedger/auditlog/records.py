@@ -18,12 +18,14 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from ailedger._input import DEFAULT_MAX_DEPTH, parse_json
 from ailedger.crypto.canonical import canonical_json
 from ailedger.errors import InputError, VerificationError
 
 __all__ = [
     "COMMITMENT_DOMAIN",
     "MAX_ENTRY_BYTES",
+    "MAX_RECORD_DEPTH",
     "PreparedEntry",
     "commit_value",
     "decision_record",
@@ -36,6 +38,8 @@ __all__ = [
 COMMITMENT_DOMAIN = b"ailedger/commitment/v1\n"
 #: entries travel in C2SP entry bundles, whose length prefix is 16 bits
 MAX_ENTRY_BYTES = 65535
+#: deepest nesting of objects and arrays in a record (what any reader of outside JSON accepts)
+MAX_RECORD_DEPTH = DEFAULT_MAX_DEPTH
 
 
 class PreparedEntry(NamedTuple):
@@ -50,12 +54,20 @@ class PreparedEntry(NamedTuple):
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
-    """RFC 8785 canonical bytes of a record (a JSON object), at most 64 KiB."""
+    """RFC 8785 canonical bytes of a record (a JSON object), at most 64 KiB and nested at most
+    :data:`MAX_RECORD_DEPTH` levels deep (so that any reader can parse it back)."""
     if type(record) is not dict and not isinstance(record, Mapping):
         raise InputError(f"a log record must be a JSON object, got {type(record).__name__}")
     out = canonical_json(record)
     if len(out) > MAX_ENTRY_BYTES:
         raise InputError(f"a log entry is at most {MAX_ENTRY_BYTES} bytes, this one {len(out)}")
+    if out.count(b"[") + out.count(b"{") > MAX_RECORD_DEPTH:  # else it cannot be too deep
+        try:
+            parse_json(out, what="a log record", max_bytes=MAX_ENTRY_BYTES)
+        except InputError as exc:
+            raise InputError(
+                f"a log record is nested deeper than {MAX_RECORD_DEPTH} levels"
+            ) from exc
     return out
 
 
@@ -75,14 +87,17 @@ def open_commitment(commitment: str, salt: bytes, canonical: bytes) -> Any:
 
 
 def prepare(record: Mapping[str, Any], sensitive: Collection[str] = ()) -> PreparedEntry:
-    """Replace the ``sensitive`` top-level fields by commitments and encode the record."""
+    """Replace the ``sensitive`` top-level fields by commitments and encode the record.
+
+    A field named twice in ``sensitive`` is committed once.
+    """
     if not sensitive:
         return PreparedEntry(encode_record(record), ())
     if not isinstance(record, Mapping):
         raise InputError(f"a log record must be a JSON object, got {type(record).__name__}")
     public = dict(record)
     private = []
-    for name in sensitive:
+    for name in dict.fromkeys(sensitive):
         if name not in public:
             raise InputError(f"sensitive field {name!r} is not in the record")
         salt = os.urandom(32)

@@ -16,11 +16,18 @@ folder or a URL) it:
 
 It raises :class:`VerificationError` (or a subclass) naming the first disagreement, and returns
 a :class:`VerifyReport` when everything holds. Memory stays flat: one partial tile per level.
+
+The anchors it is given must be those of the log's operator only (see
+:func:`ailedger.auditlog.anchoring.chain_anchors`); :func:`read_binding` reads, from the export,
+the operator's account and registry as signed by the log's own key. Every file of an export is
+read bounded in size (and, over HTTP, within a deadline), and its JSON parsed with limits.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -28,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ailedger._input import parse_json, read_bounded
 from ailedger.auditlog import _merkle
-from ailedger.auditlog.checkpoint import Checkpoint, open_checkpoint
+from ailedger.auditlog.binding import BINDING_PATH, AnchorBinding, open_binding
+from ailedger.auditlog.checkpoint import MAX_TREE_SIZE, Checkpoint, open_checkpoint
 from ailedger.auditlog.note import NoteVerifier
 from ailedger.auditlog.proof import Receipt, verify_receipt
 from ailedger.errors import (
@@ -47,12 +56,15 @@ __all__ = [
     "LogSource",
     "Source",
     "VerifyReport",
+    "read_binding",
     "verify_export",
     "verify_stored",
 ]
 
 _W = _merkle.TILE_WIDTH
 _H = 32
+#: the most bytes one file of an export may hold (an entry bundle of 256 large entries)
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 class Source(Protocol):
@@ -62,45 +74,100 @@ class Source(Protocol):
 
 
 class DirectorySource:
-    """An export in a local folder."""
+    """An export in a local folder; no file is read past ``max_bytes``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_bytes: int = MAX_FILE_BYTES) -> None:
         if not root.is_dir():
             raise InputError(f"no log export at {root}")
         self.root = root
+        self.max_bytes = max_bytes
 
     def fetch(self, path: str) -> bytes | None:
         try:
-            return (self.root / path).read_bytes()
-        except FileNotFoundError:
+            with (self.root / path).open("rb") as file:
+                return read_bounded(file, limit=self.max_bytes, what=f"{self.root / path}")
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise InputError(f"cannot read {self.root / path}: {exc.strerror}") from exc
 
     def __str__(self) -> str:
         return str(self.root)
 
 
 class HttpSource:
-    """An export served by any static web server at ``url``."""
+    """An export served by any static web server at ``url``.
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    Each file is read in at most ``deadline`` seconds in all (a peer that drips bytes slowly
+    cannot hold the verifier), with ``timeout`` seconds per network operation, and no file
+    past ``max_bytes``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        deadline: float = 60.0,
+        max_bytes: int = MAX_FILE_BYTES,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise InputError(f"not an http(s) URL: {url!r}")
         self.url = url.rstrip("/") + "/"
         self.timeout = timeout
+        self.deadline = deadline
+        self.max_bytes = max_bytes
 
     def fetch(self, path: str) -> bytes | None:
+        what = f"{self.url}{path}"
+        ends = time.monotonic() + self.deadline
         try:
-            with urllib.request.urlopen(self.url + path, timeout=self.timeout) as response:  # noqa: S310 - http(s) only, checked above
-                return bytes(response.read())
+            with urllib.request.urlopen(  # noqa: S310 - http(s) only, checked above
+                self.url + path, timeout=min(self.timeout, self.deadline)
+            ) as response:
+                length = response.headers.get("Content-Length")
+                if (
+                    length is not None
+                    and length.isascii()
+                    and length.isdigit()
+                    and int(length) > self.max_bytes
+                ):
+                    raise InputError(f"{what}: larger than {self.max_bytes} bytes")
+                reader = _DeadlineReader(response, ends, what)
+                return read_bounded(reader, limit=self.max_bytes, what=what)  # type: ignore[arg-type]
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None
-            raise NodeUnavailable(f"{self.url}{path}: HTTP {exc.code}") from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise NodeUnavailable(f"{what}: HTTP {exc.code}") from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             raise NodeUnavailable(f"cannot reach the log at {self.url}: {exc}") from exc
+        except (http.client.HTTPException, ValueError) as exc:  # malformed status line, header
+            raise NodeUnavailable(f"{what}: not a valid HTTP response ({exc})") from exc
 
     def __str__(self) -> str:
         return self.url
+
+
+class _DeadlineReader:
+    """``read(n)`` over an HTTP response, giving up once ``ends`` (monotonic time) passes."""
+
+    def __init__(self, response: Any, ends: float, what: str) -> None:
+        self.response = response
+        self.ends = ends
+        self.what = what
+
+    def read(self, n: int) -> bytes:
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            if time.monotonic() > self.ends:
+                raise NodeUnavailable(f"{self.what}: not received within the deadline")
+            chunk = self.response.read1(min(n - got, 1 << 16))
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -147,10 +214,7 @@ def verify_export(
     signed: dict[int, tuple[bytes, str]] = {
         latest.size: (latest.root_hash, "the latest checkpoint")
     }
-    listing = source.fetch("ailedger/checkpoints.json")
-    sizes = json.loads(listing) if listing else []
-    if not isinstance(sizes, list) or not all(isinstance(s, int) for s in sizes):
-        raise VerificationError("ailedger/checkpoints.json is not a list of sizes")
+    sizes = _checkpoint_sizes(source.fetch("ailedger/checkpoints.json"))
     notes = [(source.fetch(f"ailedger/checkpoints/{s}"), f"checkpoint {s}") for s in sizes]
     notes += [(note, "a checkpoint kept by the auditor") for note in trusted_checkpoints]
     for note, what in notes:
@@ -336,6 +400,39 @@ class _Recompute:
         if len(raw) != width * _H and not (width < _W and len(raw) == _W * _H):
             raise VerificationError(f"tile {path} has {len(raw)} bytes, not {width * _H}")
         return raw[: width * _H]
+
+
+def _checkpoint_sizes(listing: bytes | None) -> list[int]:
+    """The sizes listed in ``ailedger/checkpoints.json`` (a JSON list of tree sizes)."""
+    what = "ailedger/checkpoints.json"
+    if not listing:
+        return []
+    try:
+        sizes = parse_json(listing, what=what, max_depth=2)
+    except InputError as exc:
+        raise VerificationError(f"the export is malformed: {exc}") from exc
+    if not isinstance(sizes, list) or not all(
+        type(s) is int and 0 <= s <= MAX_TREE_SIZE for s in sizes
+    ):
+        raise VerificationError(f"{what} is not a list of tree sizes")
+    if len(set(sizes)) != len(sizes):
+        raise VerificationError(f"{what} lists a size twice")
+    return sizes
+
+
+def read_binding(source: Source, verifier: NoteVerifier) -> AnchorBinding | None:
+    """The export's anchor binding (who anchors the log, where), opened with the log's key.
+
+    None when the export has none; :class:`VerificationError` when it is there but malformed,
+    not signed by the log's key, or about another log. The latest checkpoint is opened first,
+    so a wrong key or a missing checkpoint is reported as such.
+    """
+    latest = source.fetch("checkpoint")
+    if latest is None:
+        raise VerificationError(f"{source}: the export has no checkpoint")
+    _open(latest, verifier, "the latest checkpoint")
+    note = source.fetch(BINDING_PATH)
+    return None if note is None else open_binding(note, verifier)
 
 
 def _open(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from ailedger.cli.log import log_app, verify
 from ailedger.cli.provenance import keys_app, provenance_app, share_app
 from ailedger.cli.train import train_app
 from ailedger.cli.train_protocol import create_command, join_command  # noqa: F401 (registers)
+from ailedger.cli.witness import witness_app
 from ailedger.config import passphrase_source, workspace_path
 from ailedger.errors import AiledgerError
 
@@ -39,6 +41,7 @@ app.add_typer(provenance_app, name="provenance")
 app.add_typer(share_app, name="share")
 app.add_typer(keys_app, name="keys")
 app.add_typer(train_app, name="train")
+app.add_typer(witness_app, name="witness")
 
 
 def _version(value: bool) -> None:
@@ -122,8 +125,9 @@ def main() -> None:
     """Entry point: run the app and turn every error into one line and an exit code.
 
     Typer reports usage errors itself (exit code 2); every ailedger error becomes one line on
-    stderr with the error's exit code.
+    stderr with the error's exit code, and every warning one line ``warning: ...``.
     """
+    warnings.showwarning = _show_warning
     try:
         app()
     except AiledgerError as exc:
@@ -133,6 +137,18 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         _fail(exc, 1, internal=True)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    text = str(message).splitlines()[0] if str(message) else category.__name__
+    sys.stderr.write(f"warning: {text}\n")
 
 
 def _fail(exc: BaseException, code: int, *, internal: bool = False) -> None:

@@ -21,13 +21,28 @@ WorkspaceOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _check_rpc(value: str | None) -> str | None:
+    """Refuse a malformed ``--rpc`` URL before anything runs (InputError: one line, exit 2)."""
+    from ailedger.ledger._settings import check_rpc_url
+
+    return None if value is None else check_rpc_url(value)
+
+
 RpcOpt = Annotated[
     str | None,
-    typer.Option("--rpc", help="Use the Ethereum JSON-RPC node at this URL.", show_default=False),
+    typer.Option(
+        "--rpc",
+        help="Use the Ethereum JSON-RPC node at this URL (http or https).",
+        show_default=False,
+        callback=_check_rpc,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup off: text can hold outside data (an origin, a witness reply) with [brackets] in it
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 class _State:

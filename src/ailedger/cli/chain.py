@@ -53,7 +53,8 @@ def anchor(
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Anchor a checkpoint (ORIGIN, SIZE, ROOT) in the AnchorRegistry."""
+    """Anchor a checkpoint (ORIGIN, SIZE, ROOT) in the AnchorRegistry, as the workspace's
+    account (anchors are kept per account: no other account's anchors of ORIGIN matter)."""
     from ailedger.ledger import parse_bytes32
     from ailedger.workspace import Workspace
 
@@ -84,22 +85,32 @@ def anchor(
 @chain_app.command()
 def anchors(
     origin: OriginArg,
+    anchorer: Annotated[
+        str | None,
+        typer.Option(
+            help="List the anchors this account made (default: the workspace's account).",
+            show_default=False,
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List every anchor of ORIGIN, oldest first."""
-    from ailedger.ledger import parse_bytes32
+    """List every anchor of ORIGIN made by one account, oldest first."""
+    from ailedger.ledger import parse_address, parse_bytes32
     from ailedger.workspace import Workspace
 
     origin_bytes = parse_bytes32(origin, "ORIGIN")
     ws = Workspace.open(workspace_path(workspace))
+    who = parse_address(anchorer, "--anchorer") if anchorer else ws.keystore().address
     with ws.ledger(rpc=rpc) as ledger:
-        registry = ws.anchor_registry(ledger)
-        found = registry.anchors(origin_bytes)
-        owner = registry.owner(origin_bytes)
-    doc = {"origin": origin.lower(), "owner": owner, "anchors": [a.to_json() for a in found]}
-    lines = [f"origin {origin.lower()} owner {owner}"] if found else ["no anchors for this origin"]
+        found = ws.anchor_registry(ledger).anchors(who, origin_bytes)
+    doc = {"origin": origin.lower(), "anchorer": who, "anchors": [a.to_json() for a in found]}
+    lines = (
+        [f"origin {origin.lower()} anchored by {who}"]
+        if found
+        else [f"no anchors of this origin by {who}"]
+    )
     lines += [
         f"#{a.index:<4} size {a.size:<10} root 0x{a.root.hex()}  block {a.block_number}"
         for a in found
@@ -107,11 +118,17 @@ def anchors(
     emit(as_json, doc, "\n".join(lines))
 
 
+_MAX_SIZE = 2**64 - 1
+
+
 def _parse_size(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise InputError(f"SIZE must be a positive integer, got {text!r}") from None
-    if not 0 < value < 2**64:
+    """A tree size from the command line: ASCII decimal digits only, from 1 to 2**64-1.
+
+    ``int()`` alone would also take ``1_0``, spaces, a sign and non-ASCII digits (``١``).
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > 40:
+        raise InputError(f"SIZE must be a positive integer in ASCII digits, got {text!r}")
+    value = int(text, 10)
+    if not 0 < value <= _MAX_SIZE:
         raise InputError(f"SIZE must be from 1 to 2**64-1, got {value}")
     return value

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 
+from ailedger._input import iter_json_lines
 from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit
 from ailedger.config import passphrase_source, workspace_path
 from ailedger.errors import InputError
@@ -27,20 +30,16 @@ def _open(workspace: Path | None, *, writable: bool = True) -> tuple[Any, Any]:
     return ws, AuditLog.for_workspace(ws, writable=writable)
 
 
-def _read_records(source: str) -> list[Any]:
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read {source}: {exc.strerror}") from exc
-    stripped = text.strip()
-    if not stripped:
-        raise InputError("no record given: one JSON object, or JSON lines")
-    try:
-        if stripped.startswith("{") and "\n" not in stripped:
-            return [json.loads(stripped)]
-        return [json.loads(line) for line in stripped.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise InputError(f"line {exc.lineno}: not JSON ({exc.msg})") from exc
+def _read_records(stream: IO[bytes], what: str, line: list[int]) -> Iterator[dict[str, Any]]:
+    """The records of ``stream``, one JSON object per line, read as they are consumed.
+
+    ``line[0]`` follows the number of the line last read, for error messages.
+    """
+    for number, value in iter_json_lines(stream, what=what):
+        line[0] = number
+        if not isinstance(value, dict):
+            raise InputError(f"{what} line {number}: the record is not a JSON object")
+        yield value
 
 
 @log_app.command()
@@ -53,15 +52,35 @@ def append(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Append one JSON record, or JSON lines; each must be an object."""
-    records = _read_records(source)
-    for number, record in enumerate(records, 1):
-        if not isinstance(record, dict):
-            raise InputError(f"record {number} is not a JSON object")
-    _, log = _open(workspace)
-    with log:
-        indexes = log.append_many(records, sensitive=tuple(sensitive or ()))
-        size = log.size
+    """Append JSON lines (one JSON object per line): all of them, or none if any is bad."""
+    names = sensitive or []
+    for at, name in enumerate(names):
+        if name in names[:at]:
+            raise InputError(f"--sensitive {name!r} is given twice")
+    what = "stdin" if source == "-" else source
+    try:
+        stream: IO[bytes] = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot read {source}: {exc.strerror}") from exc
+    line = [0]
+    with contextlib.closing(stream) if source != "-" else contextlib.nullcontext():
+        _, log = _open(workspace)
+        with log:
+            try:
+                indexes = log.append_many(_read_records(stream, what, line), sensitive=names)
+            except InputError as exc:
+                message = str(exc)
+                if not message.startswith(f"{what} line "):
+                    message = f"{what} line {line[0]}: {message}"
+                raise InputError(f"{message} (nothing was appended)") from exc
+            except OSError as exc:
+                raise InputError(
+                    f"cannot read {what} after line {line[0]}: {exc.strerror} "
+                    "(nothing was appended)"
+                ) from exc
+            size = log.size
+    if not indexes:
+        raise InputError(f"no record given in {what}: one JSON object per line")
     doc = {"first": indexes.start, "count": len(indexes), "size": size}
     emit(as_json, doc, f"appended {len(indexes)} record(s) at {indexes.start}; log size {size}")
 
@@ -83,10 +102,15 @@ def show(index: IndexArg, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fal
 
 @log_app.command()
 def checkpoint(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
-    """Sign a checkpoint of the log's current size (C2SP signed note) and print it."""
+    """Sign a checkpoint of the log's current size (C2SP signed note), have the witnesses in
+    config.toml cosign it, and print it."""
+    from ailedger.cli.witness import collect_cosignatures
+
     ws, log = _open(workspace)
     with log:
+        _check_published(ws, log)
         note = log.checkpoint(ws.signing_key(passphrase_source()))
+        note = collect_cosignatures(ws, log, note)
     if as_json:
         emit(True, {"checkpoint": note.decode()})
     else:
@@ -100,15 +124,29 @@ def proof(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print a C2SP tlog-proof of entry INDEX (signing a checkpoint if needed)."""
+    """Print a C2SP tlog-proof of entry INDEX (signing a checkpoint if needed).
+
+    The proof is verified, as its reader will, before it is printed: a damaged log gives exit
+    code 1, never a proof that does not verify.
+    """
+    from ailedger.auditlog.proof import verify_receipt
+
     ws, log = _open(workspace)
     with log:
         if log.size <= index:
             raise InputError(f"the log has no entry {index} (size {log.size})")
         note = log.latest_checkpoint()
         if note is None or _size_of(note) <= index:
+            _check_published(ws, log)
             note = log.checkpoint(ws.signing_key(passphrase_source()))
-        receipt = log.receipt(index, checkpoint=note).to_bytes()
+        made = log.receipt(index, checkpoint=note)
+        verify_receipt(
+            made,
+            [log.verifier(ws.public_key())],
+            entry=log.entry_data(index),
+            origin=log.origin,
+        )
+        receipt = made.to_bytes()
     if out is not None:
         from ailedger._fs import write_atomic
 
@@ -125,12 +163,58 @@ def export(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sign a checkpoint and write the log as C2SP tlog-tiles into DIRECTORY."""
+    """Sign a checkpoint and write the log as C2SP tlog-tiles into DIRECTORY.
+
+    Refuses (exit 1) when the log conflicts with an anchor already published on the
+    workspace's chain: a signed checkpoint of a forked history is never written.
+    """
+    from ailedger._fs import write_atomic
+    from ailedger.auditlog.binding import BINDING_PATH, sign_binding
+
     ws, log = _open(workspace)
     with log:
-        log.checkpoint(ws.signing_key(passphrase_source()))
+        signing_key = ws.signing_key(passphrase_source())
+        _check_published(ws, log)
+        log.checkpoint(signing_key)
         size = log.export(directory)
-    emit(as_json, {"directory": str(directory), "size": size}, f"exported {size} entries")
+        binding = _binding(ws, log.origin)
+    # Who anchors the log, signed with the log's key: an auditor reads that account's anchors.
+    write_atomic(directory / BINDING_PATH, sign_binding(binding, signing_key))
+    doc = {
+        "directory": str(directory),
+        "size": size,
+        "anchoring": [c.to_json() for c in binding.chains],
+    }
+    emit(as_json, doc, f"exported {size} entries")
+
+
+def _check_published(ws: Any, log: Any) -> None:
+    """Refuse a log that conflicts with its operator's anchors on the workspace's chain."""
+    from ailedger.auditlog.anchoring import chain_anchors, check_published
+    from ailedger.errors import WorkspaceError
+
+    with ws.ledger() as ledger:
+        try:
+            registry = ws.anchor_registry(ledger)
+        except WorkspaceError:  # no registry on this chain yet: nothing was anchored there
+            return
+        operator = ws.keystore().address
+        check_published(log, chain_anchors(registry, log.origin_hash, operator=operator))
+
+
+def _binding(ws: Any, origin: str) -> Any:
+    """The workspace's anchor binding: its AnchorRegistry and account on every chain it uses."""
+    from ailedger.auditlog.binding import AnchorBinding, ChainAnchoring
+
+    operator = ws.keystore().address
+    chains = [
+        ChainAnchoring(
+            chain_id=int(chain_id), registry=str(names["AnchorRegistry"]), operator=operator
+        )
+        for chain_id, names in sorted(ws.config.get("contracts", {}).items())
+        if isinstance(names, dict) and names.get("AnchorRegistry")
+    ]
+    return AnchorBinding(origin=origin, chains=tuple(chains))
 
 
 @log_app.command()
@@ -194,8 +278,17 @@ def verify(
         str | None, typer.Option("--key", help="The log's verifier key (or --key-file).")
     ] = None,
     key_file: Annotated[Path | None, typer.Option(help="File holding the verifier key.")] = None,
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            help="The account that anchors the log (checked against the export's signed "
+            "binding; default: the binding's, or the workspace's own account).",
+            show_default=False,
+        ),
+    ] = None,
     registry: Annotated[
-        str | None, typer.Option(help="AnchorRegistry address (with --rpc).")
+        str | None,
+        typer.Option(help="AnchorRegistry address (default: the export's signed binding)."),
     ] = None,
     entry: Annotated[
         list[str] | None, typer.Option(help="INDEX=FILE: check this entry's bytes (repeat).")
@@ -206,22 +299,34 @@ def verify(
     checkpoint: Annotated[
         list[Path] | None, typer.Option(help="A signed checkpoint you kept earlier (repeat).")
     ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(help="A witness's verifier key: require its cosignature (repeat)."),
+    ] = None,
+    witness_quorum: Annotated[
+        int | None, typer.Option(min=1, help="How many --witness must cosign (default: all).")
+    ] = None,
     deep: Annotated[bool, typer.Option(help="Recompute every leaf of the stored log.")] = False,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Verify a log as an outsider: signatures, every entry, consistency, on-chain anchors."""
+    """Verify a log as an outsider: signatures, every entry, consistency, on-chain anchors.
+
+    Only the anchors of the log's operator count: the account named by the export's binding
+    (signed with the log's key), or --operator, or for the workspace's own log its account.
+    """
     from ailedger.auditlog.anchoring import chain_anchors
     from ailedger.auditlog.log import origin_hash
     from ailedger.auditlog.note import parse_verifier_key
     from ailedger.auditlog.verify import (
         DirectorySource,
         HttpSource,
+        read_binding,
         verify_export,
         verify_stored,
     )
-    from ailedger.ledger import AnchorRegistry
+    from ailedger.ledger import AnchorRegistry, parse_address
     from ailedger.workspace import Workspace
 
     ws = None
@@ -231,8 +336,20 @@ def verify(
             ws = Workspace.open(path)
     vkey = _verifier_key(key, key_file, ws)
     verifier = parse_verifier_key(vkey)
+    pinned = parse_address(operator, "--operator") if operator is not None else None
+    if registry is not None:
+        registry = parse_address(registry, "--registry")
+    source: Any = None
+    binding = None
+    if export is not None:
+        source = (
+            HttpSource(export)
+            if export.startswith(("http://", "https://"))
+            else DirectorySource(Path(export))
+        )
+        binding = read_binding(source, verifier)
     if ws is None and rpc is None:
-        raise InputError("give a chain: --rpc URL --registry ADDRESS, or --workspace DIR")
+        raise InputError("give a chain: --rpc URL, or --workspace DIR")
     ledger = ws.ledger(rpc=rpc) if ws is not None else None
     if ledger is None:
         from ailedger.ledger import Ledger
@@ -240,25 +357,21 @@ def verify(
         assert rpc is not None
         ledger = Ledger.connect(rpc)
     with ledger:
-        if registry is not None:
-            anchor_registry = AnchorRegistry(ledger=ledger, address=registry)
-        elif ws is not None:
-            anchor_registry = ws.anchor_registry(ledger)
-        else:
-            raise InputError("give the AnchorRegistry's address with --registry")
-        anchors = chain_anchors(anchor_registry, origin_hash(verifier.name))
+        where = _anchoring(ledger, ws, verifier.name, binding, pinned, registry)
+        anchors = chain_anchors(
+            AnchorRegistry(ledger=ledger, address=where["registry"]),
+            origin_hash(verifier.name),
+            operator=where["operator"],
+        )
+        embedded = ledger.backend == "embedded"
     if export is None:
         from ailedger.auditlog.log import AuditLog
 
         assert ws is not None
         with AuditLog.for_workspace(ws, writable=False) as log:
             report = verify_stored(log, verifier, anchors=anchors, deep=deep)
+            latest = log.latest_checkpoint()
     else:
-        source: Any = (
-            HttpSource(export)
-            if export.startswith(("http://", "https://"))
-            else DirectorySource(Path(export))
-        )
         report = verify_export(
             source,
             verifier,
@@ -267,6 +380,13 @@ def verify(
             entries=[_entry_pair(item) for item in entry or []],
             receipts=[_receipt_pair(item) for item in receipt or []],
         )
+        latest = source.fetch("checkpoint")
+    from ailedger.cli.witness import require_cosignatures
+
+    cosigners = require_cosignatures(
+        latest, witness or [], witness_quorum, size=report.size, root=report.root
+    )
+    trust = "none" if not anchors else "operator-controlled" if embedded else "chain"
     doc = {
         "ok": True,
         "origin": report.origin,
@@ -274,22 +394,104 @@ def verify(
         "root": report.root.hex(),
         "checkpoints": report.checkpoints,
         "anchors": report.anchors,
+        "anchors_trust": trust,
+        "anchoring": where,
         "entries_checked": report.entries_checked,
         "receipts_checked": report.receipts_checked,
+        "witnesses": cosigners,
     }
-    emit(
-        as_json,
-        doc,
+    text = (
         f"verified {report.origin}: {report.size} entries, {report.checkpoints} checkpoint(s), "
-        f"{report.anchors} on-chain anchor(s) consistent",
+        f"{report.anchors} on-chain anchor(s) by {where['operator']} consistent"
     )
+    if trust == "operator-controlled":
+        text += (
+            "\nnote: these anchors are on the embedded chain, which the log's operator "
+            "controls: they are not outside evidence (a rewritten log can be re-anchored "
+            "there); witnesses are the outside check"
+        )
+    if cosigners:
+        text += f"\ncosigned by {len(cosigners)} witness(es): {', '.join(cosigners)}"
+    emit(as_json, doc, text)
+
+
+def _anchoring(
+    ledger: Any,
+    ws: Any,
+    origin: str,
+    binding: Any,
+    pinned: str | None,
+    registry: str | None,
+) -> dict[str, Any]:
+    """Where the log's operator anchors it on ``ledger``'s chain: registry and operator.
+
+    The operator comes from --operator, checked against the export's signed binding, else the
+    binding, else (for the workspace's own log) the workspace's account; never from whoever
+    anchored the origin first.
+    """
+    from ailedger.errors import VerificationError
+    from ailedger.ledger import EMBEDDED_CHAIN_ID
+
+    chain_id = ledger.chain_id
+    where = "the embedded chain" if ledger.backend == "embedded" else f"the node at {ledger.url}"
+    own = ws is not None and ws.config.get("log", {}).get("origin") == origin
+    own_account = ws.keystore().address if ws is not None else None
+    bound = binding.for_chain(chain_id) if binding is not None else None
+    if binding is not None and pinned is not None:
+        named = [bound] if bound is not None else list(binding.chains)
+        if named and all(c.operator.lower() != pinned.lower() for c in named):
+            raise VerificationError(
+                f"the export's binding, signed by the log's key, names {named[0].operator} as "
+                f"the account anchoring {origin} on chain {named[0].chain_id}, not the "
+                f"--operator {pinned}"
+            )
+    if (
+        bound is not None
+        and chain_id == EMBEDDED_CHAIN_ID
+        and ledger.backend == "embedded"
+        and (own_account is None or bound.operator.lower() != own_account.lower())
+    ):
+        raise InputError(
+            f"the log {origin} is anchored on its operator's own embedded chain, which only "
+            "its operator can read (and which is not outside evidence): check it with "
+            "witnesses, or from the operator's workspace"
+        )
+    if binding is not None and bound is None and registry is None and binding.chains:
+        chains = ", ".join(
+            f"chain {c.chain_id} (registry {c.registry}, operator {c.operator})"
+            for c in binding.chains
+        )
+        raise InputError(
+            f"the export says {origin} is anchored on {chains}, but {where} serves chain "
+            f"{chain_id}: give --rpc a node of that chain"
+        )
+    operator = pinned or (bound.operator if bound is not None else None)
+    if operator is None and own:
+        operator = own_account
+    if operator is None:
+        raise InputError(
+            "the export does not say which account anchors the log (no signed "
+            "ailedger/binding): give --operator ADDRESS"
+        )
+    address = registry or (bound.registry if bound is not None else None)
+    if address is None:
+        if ws is None:
+            raise InputError("give the AnchorRegistry's address with --registry")
+        address = ws.anchor_registry(ledger).address
+    return {"chain_id": chain_id, "registry": address, "operator": operator}
+
+
+_MAX_KEY_FILE = 64 * 1024
 
 
 def _verifier_key(key: str | None, key_file: Path | None, ws: Any) -> str:
+    from ailedger._input import decode_utf8
+
     if key is not None:
         return key.strip()
     if key_file is not None:
-        return _read_bytes(key_file).decode().strip()
+        raw = _read_bytes(key_file, limit=_MAX_KEY_FILE)
+        return decode_utf8(raw, what=f"--key-file {key_file}").strip()
     if ws is not None:
         from ailedger.auditlog.log import AuditLog
 
@@ -298,17 +500,20 @@ def _verifier_key(key: str | None, key_file: Path | None, ws: Any) -> str:
     raise InputError("give the log's verifier key with --key or --key-file")
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, *, limit: int = 64 * 1024 * 1024) -> bytes:
+    from ailedger._input import read_bounded
+
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            return read_bounded(file, limit=limit, what=str(path))
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _entry_pair(item: str) -> tuple[int, bytes]:
     index, _, file = item.partition("=")
-    if not index.isdigit() or not file:
-        raise InputError(f"--entry takes INDEX=FILE, got {item!r}")
+    if not (index.isascii() and index.isdigit()) or len(index) > 20 or not file:
+        raise InputError(f"--entry takes INDEX=FILE (INDEX in ASCII digits), got {item!r}")
     return int(index), _read_bytes(Path(file))
 
 

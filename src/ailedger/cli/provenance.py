@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -41,6 +40,14 @@ KeyArg = Annotated[
     str,
     typer.Argument(help="The recipient's X25519 public key: a PEM file, or 64 hex digits."),
 ]
+RegistrantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registrant",
+        help="The account (0x address) whose registration of the digest is meant; "
+        "default: this workspace's own account.",
+    ),
+]
 
 
 @provenance_app.command()
@@ -49,7 +56,12 @@ def register(
     kind: Annotated[str, typer.Option(help="dataset or model.")],
     parent: Annotated[
         list[str] | None,
-        typer.Option("--parent", help="Digest of a registered parent (repeatable)."),
+        typer.Option(
+            "--parent",
+            help="A registered parent (repeatable): DIGEST for one this workspace's account "
+            "registered, ADDRESS:DIGEST for one the account ADDRESS registered "
+            "(another organisation's).",
+        ),
     ] = None,
     ignore: Annotated[
         list[str] | None, typer.Option("--ignore", help="Glob of files to leave out (repeatable).")
@@ -61,12 +73,14 @@ def register(
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Hash PATH, sign its manifest and register it on chain with its parents."""
-    from ailedger.provenance.registry import parse_digest, register_artifact
+    """Hash PATH, sign its manifest and register it on chain under this workspace's account,
+    with its parents."""
+    from ailedger.provenance.registry import parse_parent, register_artifact
     from ailedger.workspace import Workspace
 
-    parents = [parse_digest(p, "--parent") for p in parent or []]
     ws = Workspace.open(workspace_path(workspace))
+    own = ws.keystore().address
+    parents = [parse_parent(p, own, "--parent") for p in parent or []]
     secret = passphrase_source()
     with ws.ledger(rpc=rpc, passphrase=secret) as ledger:
         reg = register_artifact(
@@ -98,19 +112,40 @@ def verify(
         list[Path] | None,
         typer.Option(help="Another trusted Ed25519 or P-256 public key, PEM (repeatable)."),
     ] = None,
+    registrant: RegistrantOpt = None,
+    statement: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--statement",
+            help="A signed statement to add to this workspace's blobs first, as `provenance "
+            "statement` prints it in the registrant's workspace (repeatable).",
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check PATH against its registration and a trusted signature (exit 1 if it differs)."""
-    from ailedger.provenance.registry import parse_digest, verify_artifact
+    """Check PATH against its registration by a trusted registrant and a trusted signature
+    (exit 1 if it differs).
+
+    Only the registration made by --registrant (default: this workspace's account) counts; its
+    signed statement must name that account and be signed by a trusted key.
+    """
+    from ailedger.ledger.provenance import parse_address
+    from ailedger.provenance.registry import import_statement, parse_digest, verify_artifact
     from ailedger.workspace import Workspace
 
     expected = parse_digest(digest, "--digest") if digest else None
+    owner = parse_address(registrant, "--registrant") if registrant else None
+    statements = [_read_statement(p) for p in statement or []]
     ws = Workspace.open(workspace_path(workspace))
     keys = [ws.public_key(), *(_trusted_key(p) for p in trust or [])]
+    for data in statements:
+        import_statement(ws, data)
     with ws.ledger(rpc=rpc) as ledger:
-        result = verify_artifact(ws, ledger, path, trusted_keys=keys, expected=expected)
+        result = verify_artifact(
+            ws, ledger, path, trusted_keys=keys, expected=expected, registrant=owner
+        )
     doc = result.to_json()
     emit(
         as_json,
@@ -127,21 +162,24 @@ def lineage_cmd(
         Path | None,
         typer.Option(help="Also draw the lineage into this .svg or .png file (PNG: matplotlib)."),
     ] = None,
+    registrant: RegistrantOpt = None,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show what DIGEST was made from: a tree of its registered ancestors."""
+    """Show what DIGEST was made from: a tree of its registered ancestors, across accounts."""
+    from ailedger.ledger.provenance import parse_address
     from ailedger.provenance.lineage import graph_format, lineage, render_tree, write_graph
     from ailedger.provenance.registry import parse_digest
     from ailedger.workspace import Workspace
 
     target = parse_digest(digest)
+    owner = parse_address(registrant, "--registrant") if registrant else None
     if graph is not None:
         graph_format(graph)  # a wrong suffix fails before the chain is opened
     ws = Workspace.open(workspace_path(workspace))
     with ws.ledger(rpc=rpc) as ledger:
-        found = lineage(ws, ledger, target)
+        found = lineage(ws, ledger, target, owner=owner)
     if graph is not None:
         write_graph(found, graph)
     doc = found.to_json()
@@ -153,6 +191,7 @@ def lineage_cmd(
 @provenance_app.command()
 def statement(
     digest: DigestArg,
+    registrant: RegistrantOpt = None,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = True,
@@ -161,15 +200,18 @@ def statement(
     import json
     import sys
 
+    from ailedger.ledger.provenance import parse_address
     from ailedger.provenance.registry import load_statement, lookup, parse_digest
     from ailedger.workspace import Workspace
 
     target = parse_digest(digest)
+    owner = parse_address(registrant, "--registrant") if registrant else None
     ws = Workspace.open(workspace_path(workspace))
     with ws.ledger(rpc=rpc) as ledger:
-        reg = lookup(ws, ledger, target)
+        reg = lookup(ws, ledger, target, owner=owner)
     if reg is None:
-        raise InputError(f"{digest} is not registered")
+        who = owner or ws.keystore().address
+        raise InputError(f"{digest} is not registered by {who}")
     sys.stdout.write(json.dumps(load_statement(ws, reg), sort_keys=True) + "\n")
 
 
@@ -181,7 +223,7 @@ def grant(
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Grant the X25519 public key KEY access to RESOURCE (you must own it)."""
+    """Grant the X25519 public key KEY access to your registration of RESOURCE."""
     from ailedger.provenance.sharing import grant as grant_access
 
     _change_grant(grant_access, "granted", resource, key, workspace, rpc, as_json)
@@ -195,7 +237,8 @@ def revoke(
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke KEY's grant on RESOURCE; files sealed afterwards exclude it."""
+    """Revoke KEY's grant on your registration of RESOURCE; files sealed afterwards exclude
+    it."""
     from ailedger.provenance.sharing import revoke as revoke_access
 
     _change_grant(revoke_access, "revoked", resource, key, workspace, rpc, as_json)
@@ -204,21 +247,25 @@ def revoke(
 @share_app.command()
 def grants(
     resource: DigestArg,
+    registrant: RegistrantOpt = None,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List every key ever granted RESOURCE, live or revoked."""
+    """List every key ever granted a registration of RESOURCE, live or revoked."""
+    from ailedger.ledger.provenance import parse_address
     from ailedger.provenance.registry import parse_digest
     from ailedger.provenance.sharing import grants as list_grants
     from ailedger.workspace import Workspace
 
     target = parse_digest(resource)
+    owner = parse_address(registrant, "--registrant") if registrant else None
     ws = Workspace.open(workspace_path(workspace))
     with ws.ledger(rpc=rpc) as ledger:
-        found = list_grants(ws, ledger, target)
+        found = list_grants(ws, ledger, target, owner=owner)
     doc = {
         "resource": "0x" + target.hex(),
+        "owner": owner or ws.keystore().address,
         "grants": [
             {
                 "key": g.recipient.hex(),
@@ -263,17 +310,20 @@ def seal_cmd(
     target = parse_digest(resource, "--resource")
     _check_stdout(out, as_json)
     ws = Workspace.open(workspace_path(workspace))
+    secret = passphrase_source()
     with ws.ledger(rpc=rpc) as ledger:
         if _is_std(path) or _is_std(out):
             with _std_streams(path, out) as (src, dst):
-                keys = seal_stream(
-                    ws, ledger, src, dst, resource=target, passphrase=passphrase_source()
-                )
-            doc = {"path": str(out), "resource": "0x" + target.hex(), "recipients": list(keys)}
+                sealed = seal_stream(ws, ledger, src, dst, resource=target, passphrase=secret)
         else:
-            sealed = seal(ws, ledger, path, out, resource=target, passphrase=passphrase_source())
-            doc, keys = sealed.to_json(), sealed.recipients
-    emit(as_json, doc, f"sealed {path} into {out} for {len(keys)} key(s)")
+            sealed = seal(ws, ledger, path, out, resource=target, passphrase=secret)
+    doc = {**sealed.to_json(), "path": str(out)}
+    emit(
+        as_json,
+        doc,
+        f"sealed {path} into {out}: version {sealed.version} of {doc['resource']}, "
+        f"for {len(sealed.recipients)} key(s)",
+    )
 
 
 @share_app.command(name="open")
@@ -281,30 +331,65 @@ def open_cmd(
     path: StreamArg,
     resource: ResourceOpt,
     out: StreamOutOpt,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            "--registrant",
+            help="The account (0x address) that registered RESOURCE and seals it; "
+            "default: this workspace's own account.",
+        ),
+    ] = None,
+    unsafe_allow_older: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-allow-older",
+            help="Open a version older than one already opened here (a replay is refused "
+            "without it).",
+        ),
+    ] = False,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decrypt PATH into OUT if the chain grants your key RESOURCE.
+    """Decrypt PATH into OUT if it is a version of the owner's RESOURCE signed by the owner,
+    not older than one opened here, and the chain grants your key RESOURCE.
 
     With --out -, plaintext is written as it authenticates: if the input turns out truncated
-    or altered, the command exits 1 after writing the bytes before the damage; discard them.
-    A file output is renamed into place only once everything checked out.
+    or altered, or not signed by the owner, the command exits 1 after writing the bytes
+    before; discard them. A file output is renamed into place only once everything checked
+    out.
     """
+    from ailedger.ledger.provenance import parse_address
     from ailedger.provenance.registry import parse_digest
     from ailedger.provenance.sharing import open_shared, open_stream
     from ailedger.workspace import Workspace
 
     target = parse_digest(resource, "--resource")
+    registrant = parse_address(owner, "--owner") if owner else None
     _check_stdout(out, as_json)
     ws = Workspace.open(workspace_path(workspace))
+    secret = passphrase_source()
+    options: dict[str, Any] = {
+        "resource": target,
+        "passphrase": secret,
+        "owner": registrant,
+        "unsafe_allow_older": unsafe_allow_older,
+    }
     with ws.ledger(rpc=rpc) as ledger:
         if _is_std(path) or _is_std(out):
             with _std_streams(path, out) as (src, dst):
-                open_stream(ws, ledger, src, dst, resource=target, passphrase=passphrase_source())
+                opened = open_stream(ws, ledger, src, dst, **options)
         else:
-            open_shared(ws, ledger, path, out, resource=target, passphrase=passphrase_source())
-    emit(as_json, {"path": str(out), "resource": "0x" + target.hex()}, f"opened into {out}")
+            opened = open_shared(ws, ledger, path, out, **options)
+    doc = {**opened.to_json(), "path": str(out)}
+    older = " (OLDER than a version opened before)" if opened.older else ""
+    emit(
+        as_json,
+        doc,
+        f"opened version {opened.version}{older} of {opened.owner}'s {doc['resource']}, "
+        f"sealed by {opened.sender}, into {out}",
+    )
 
 
 def _is_std(path: Path) -> bool:
@@ -320,9 +405,12 @@ def _check_stdout(out: Path, as_json: bool) -> None:
 def _std_streams(path: Path, out: Path) -> Iterator[tuple[io.BufferedIOBase, io.BufferedIOBase]]:
     """Standard input or the file ``path``; standard output or a new file ``out``.
 
-    A file output is written beside ``out`` and renamed into place only if the body ends
-    without error, as for the file commands.
+    A file output is written beside ``out`` (unnamed until then where the OS allows, never
+    through a planted link) and renamed into place only if the body ends without error, as for
+    the file commands.
     """
+    from ailedger.crypto import envelope
+
     with ExitStack() as stack:
         if _is_std(path):
             src: io.BufferedIOBase = stack.enter_context(
@@ -337,18 +425,7 @@ def _std_streams(path: Path, out: Path) -> Iterator[tuple[io.BufferedIOBase, io.
             sys.stdout.flush()
             yield src, stack.enter_context(open(sys.stdout.fileno(), "wb", closefd=False))
             return
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
-        try:
-            dst = stack.enter_context(open(tmp, "wb"))
-        except OSError as exc:
-            raise InputError(f"cannot write {str(out)!r}: {exc.strerror}") from exc
-        try:
-            yield src, dst
-            dst.flush()
-            os.fsync(dst.fileno())
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        yield src, stack.enter_context(envelope.output_file(out))
 
 
 @keys_app.command()
@@ -394,6 +471,17 @@ def _trusted_key(path: Path) -> TrustedKey:
         return load_verification_key(path)
     except AiledgerError as exc:
         raise InputError(str(exc)) from exc
+
+
+def _read_statement(path: Path) -> bytes:
+    """The bytes of a signed statement file, refused when absurdly large."""
+    from ailedger._input import read_bounded
+
+    try:
+        with path.open("rb") as fh:
+            return read_bounded(fh, limit=64 * 1024 * 1024, what=f"--statement {str(path)!r}")
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
 
 
 def _recipient_key(text: str) -> bytes | str:

@@ -110,10 +110,22 @@ def join_command(
     data_dir: Annotated[
         Path | None, typer.Option(help="Folder with the four MNIST IDX gzip files.")
     ] = None,
-    host: Annotated[str, typer.Option(help="Serve this party's blobs on this address.")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option(help="... and this port (0: any free one).")] = 0,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Serve this party's blobs on this address (0.0.0.0 or :: for every interface)."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="... and this port (0: any free one).")
+    ] = 0,
+    announce: Annotated[
+        str | None,
+        typer.Option(
+            help="The URL other parties fetch this party's blobs from (default: the --host "
+            "address or, for a wildcard host, the address of the interface towards the node)."
+        ),
+    ] = None,
     mine_idle_after: Annotated[
         float,
         typer.Option(
@@ -131,12 +143,16 @@ def join_command(
 ) -> None:
     """Take part in a training task until it finishes (serving this party's update blobs)."""
     from ailedger.config import passphrase_source, workspace_path
-    from ailedger.federated._classifier import run_classifier_party
+    from ailedger.federated._classifier import classifier_settings, run_classifier_party
     from ailedger.federated.protocol import RoundReport, TaskRef
-    from ailedger.federated.transport import BlobStore
+    from ailedger.federated.transport import BlobStore, check_endpoint
     from ailedger.workspace import Workspace
 
+    # the task file and --announce are checked before anything else starts
     ref = TaskRef.load(task_file)
+    classifier_settings(ref.spec)
+    if announce is not None:
+        check_endpoint(announce)
     ws = Workspace.open(workspace_path(workspace))
 
     def progress(report: RoundReport) -> None:
@@ -157,6 +173,7 @@ def join_command(
             data_dir=data_dir,
             host=host,
             port=port,
+            announce=announce,
             poll_interval=poll_interval,
             mine_idle_after=mine_idle_after or None,
             timeout=timeout,

@@ -4,6 +4,7 @@ and each party's local training, attacks and evaluation on its shard."""
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,14 @@ from ailedger.federated.protocol import (
     create_task,
     model_digest,
 )
-from ailedger.federated.transport import BlobServer, BlobStore
+from ailedger.federated.transport import BlobServer, BlobStore, announce_url
 from ailedger.ledger import Ledger
 from ailedger.ledger.training import TrainingTask
 
 __all__ = [
     "PARTY_ATTACKS",
     "LocalSetup",
+    "classifier_settings",
     "classifier_setup",
     "classifier_spec",
     "create_classifier_task",
@@ -118,6 +120,43 @@ def classifier_spec(
     )
 
 
+def classifier_settings(spec: TaskSpec) -> dict[str, Any]:
+    """The classifier settings in ``spec.extra`` (a task file is outside data: each type and
+    range checked), or :class:`InputError` naming the first bad one."""
+    extra = spec.extra
+    bad = "the task spec does not describe a classifier task"
+
+    def get(key: str, kind: type | tuple[type, ...], doc: Any = extra) -> Any:
+        if not isinstance(doc, dict) or key not in doc:
+            raise InputError(f"{bad}: missing extra.{key}")
+        value = doc[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise InputError(f"{bad}: extra.{key} has the wrong type")
+        return value
+
+    def integer(key: str, low: int, high: int, doc: Any = extra) -> int:
+        value: int = get(key, int, doc)
+        if not low <= value <= high:
+            raise InputError(f"{bad}: extra.{key} must be in [{low}, {high}]")
+        return value
+
+    model_doc = get("model", dict)
+    settings: dict[str, Any] = {
+        "data": get("data", str),
+        "seed": integer("seed", 0, 2**32 - 1),
+        "shards": integer("shards", 1, 64),
+        "local_epochs": integer("local_epochs", 0, 1000),
+        "lr": float(get("lr", (int, float))),
+        "batch_size": integer("batch_size", 1, 1 << 20),
+        "partition": get("partition", str)[:64],
+        "model": get("model", str, model_doc),
+        "hidden": integer("hidden", 1, 4096, model_doc) if "hidden" in model_doc else 32,
+    }
+    if not 0 < settings["lr"] < float("inf"):
+        raise InputError(f"{bad}: extra.lr must be a positive finite number")
+    return settings
+
+
 def classifier_setup(
     spec: TaskSpec,
     *,
@@ -128,20 +167,16 @@ def classifier_setup(
 ) -> LocalSetup:
     """Load the spec's data, take shard ``shard`` of its partition (a fifth held out for
     validation), and build the party's training (with ``attack``) and evaluation."""
-    extra = spec.extra
-    try:
-        data, seed, shards = str(extra["data"]), int(extra["seed"]), int(extra["shards"])
-        model_doc = dict(extra["model"])
-        epochs, lr, batch = int(extra["local_epochs"]), float(extra["lr"]), int(extra["batch_size"])
-        scheme = str(extra["partition"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"the task spec does not describe a classifier task: {exc}") from exc
+    settings = classifier_settings(spec)
+    data, seed, shards = settings["data"], settings["seed"], settings["shards"]
+    epochs, lr, batch = settings["local_epochs"], settings["lr"], settings["batch_size"]
+    scheme = settings["partition"]
     if attack not in PARTY_ATTACKS:
         raise InputError(f"unknown attack {attack!r}; use one of {', '.join(PARTY_ATTACKS)}")
     if not 0 <= shard < shards:
         raise InputError(f"shard must be in [0, {shards}), got {shard}")
     loaded = dataset or load_dataset(data, data_dir, seed=seed)
-    net = _model(str(model_doc["model"]), loaded, int(model_doc.get("hidden", 32)))
+    net = _model(settings["model"], loaded, settings["hidden"])
     initial = net.init_params(seed)
     if model_digest(initial) != spec.initial_digest:
         raise InputError("this model and seed do not give the task's initial model")
@@ -206,6 +241,7 @@ def run_classifier_party(
     data_dir: Path | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    announce: str | None = None,
     poll_interval: float = 0.2,
     mine_idle_after: float | None = 2.0,
     linger: float = 2.0,
@@ -215,8 +251,10 @@ def run_classifier_party(
 ) -> dict[str, Any]:
     """Take part in the task ``ref`` as ``ledger``'s account until it finishes.
 
-    Serves ``store`` over HTTP on ``host:port`` (0: any free port) while it runs, and for
-    ``linger`` seconds after, so slower parties can still fetch its last blobs. ``shard``
+    Serves this task's blobs of ``store`` over HTTP on ``host:port`` (0: any free port) while
+    it runs, and for ``linger`` seconds after, so slower parties can still fetch its last
+    blobs; announces ``announce`` as its endpoint, or the address others reach it at
+    (:func:`~ailedger.federated.transport.announce_url`). ``shard``
     defaults to the account's position among the participants. With a ``workspace`` that has
     an audit log, each round is appended as a ``training.round`` event. Raises
     :class:`TrainingError` if the account is not a participant or the chain differs.
@@ -241,6 +279,8 @@ def run_classifier_party(
             on_round(report)
 
     with BlobServer(store, host=host, port=port) as server:
+        node = urllib.parse.urlsplit(ledger.url).hostname if ledger.url else None
+        endpoint = announce_url(server.host, server.port, announce=announce, peer=node)
         party = Party(
             contract=contract,
             task=ref.task,
@@ -249,7 +289,8 @@ def run_classifier_party(
             train=setup.train,
             evaluate=setup.evaluate,
             store=store,
-            endpoint=server.url,
+            endpoint=endpoint,
+            server=server,
             on_round=closed,
         )
         party.run(poll_interval=poll_interval, mine_idle_after=mine_idle_after, timeout=timeout)
@@ -260,7 +301,7 @@ def run_classifier_party(
         "account": account,
         "shard": shard,
         "attack": attack,
-        "endpoint": server.url,
+        "endpoint": endpoint,
         "excluded": party.excluded,
         "stopped": party.refused,
         "rounds": [r.to_json() for r in party.reports],

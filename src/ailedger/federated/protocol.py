@@ -40,15 +40,19 @@ so deadlines still arrive.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import hashlib
 import json
 import math
 import queue
+import re
 import secrets
 import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ailedger._fs import write_atomic
+from ailedger._input import parse_json, read_bounded
 from ailedger.crypto.canonical import canonical_json
 from ailedger.errors import (
     AggregationError,
@@ -78,6 +83,7 @@ from ailedger.federated.contribution import gtg_shapley
 from ailedger.federated.transport import (
     MAX_BLOB_BYTES,
     BlobMismatch,
+    BlobServer,
     BlobStore,
     BlobUnavailable,
     fetch_any,
@@ -114,6 +120,7 @@ Evaluator = Callable[[FloatArray], float]
 SPEC_FORMAT = "ailedger/training-task/v1"
 _DOMAIN = b"ailedger/fixed-point/v1\x00"
 _MAX_ABS_FIXED = int(MAX_ABS) * SCALE
+_FETCHERS = 8
 _ROUND_CLOSED = ("not the current round", "task finished", "not in the attest phase")
 
 
@@ -200,27 +207,40 @@ class TaskSpec:
         }
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> TaskSpec:
+    def from_json(cls, doc: Any) -> TaskSpec:
+        """The spec in ``doc`` (from outside: every field's type and range is checked, an
+        unknown field is refused), or :class:`InputError` naming the first bad field."""
+        where = "task spec"
         if not isinstance(doc, Mapping) or doc.get("format") != SPEC_FORMAT:
             raise InputError(f"not a training task spec (format {SPEC_FORMAT})")
-        try:
-            return cls(
-                shape=tuple(int(d) for d in doc["shape"]),
-                initial_digest=str(doc["initial_digest"]),
-                rounds=int(doc["rounds"]),
-                quorum=int(doc["quorum"]),
-                rule=str(doc["rule"]),
-                max_norm=float(doc["max_norm"]),
-                commit_blocks=int(doc["commit_blocks"]),
-                reveal_blocks=int(doc["reveal_blocks"]),
-                attest_blocks=int(doc["attest_blocks"]),
-                exclude_after=int(doc["exclude_after"]),
-                exclude_fraction=float(doc["exclude_fraction"]),
-                contribution=str(doc["contribution"]),
-                extra=dict(doc.get("extra", {})),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"malformed training task spec: {exc}") from exc
+        _known_fields(doc, _SPEC_FIELDS, where)
+        shape = _field(doc, "shape", list, where)
+        if not 1 <= len(shape) <= _MAX_DIMS:
+            raise InputError(f"{where}: shape must have 1 to {_MAX_DIMS} dimensions")
+        dims = tuple(
+            _integer(shape, k, 1, _MAX_VALUES, f"{where} shape") for k in range(len(shape))
+        )
+        if math.prod(dims) > _MAX_VALUES:
+            raise InputError(f"{where}: shape {dims} has more than {_MAX_VALUES} values")
+        initial = _field(doc, "initial_digest", str, where)
+        if not _HEX64.match(initial):
+            raise InputError(f"{where}: initial_digest must be 64 lowercase hex digits")
+        extra = _field(doc, "extra", Mapping, where, default={})
+        return cls(
+            shape=dims,
+            initial_digest=initial,
+            rounds=_integer(doc, "rounds", 1, _MAX_ROUNDS, where),
+            quorum=_integer(doc, "quorum", 1, _MAX_PARTIES, where),
+            rule=_text(doc, "rule", where),
+            max_norm=_number(doc, "max_norm", where),
+            commit_blocks=_integer(doc, "commit_blocks", 1, _MAX_BLOCKS, where),
+            reveal_blocks=_integer(doc, "reveal_blocks", 1, _MAX_BLOCKS, where),
+            attest_blocks=_integer(doc, "attest_blocks", 1, _MAX_BLOCKS, where),
+            exclude_after=_integer(doc, "exclude_after", 1, _MAX_ROUNDS, where),
+            exclude_fraction=_number(doc, "exclude_fraction", where),
+            contribution=_text(doc, "contribution", where),
+            extra=dict(extra),
+        )
 
     def digest(self) -> bytes:
         """SHA-256 of the spec's RFC 8785 canonical JSON."""
@@ -249,19 +269,34 @@ class TaskRef:
         }
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> TaskRef:
-        try:
-            ref = cls(
-                chain_id=int(doc["chain_id"]),
-                contract=str(doc["contract"]),
-                task=int(doc["task"]),
-                spec=TaskSpec.from_json(doc["spec"]),
-                participants=tuple(str(a) for a in doc["participants"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"malformed task reference: {exc}") from exc
-        if "spec_digest" in doc and doc["spec_digest"] != ref.spec.digest().hex():
-            raise InputError("the task reference's spec does not match its spec_digest")
+    def from_json(cls, doc: Any) -> TaskRef:
+        """The task reference in ``doc`` (from outside: a task file), every field checked;
+        :class:`InputError` naming the first bad one."""
+        where = "task file"
+        if not isinstance(doc, Mapping):
+            raise InputError(f"{where}: not a JSON object")
+        _known_fields(doc, _REF_FIELDS, where)
+        contract = _address(doc, "contract", where)
+        participants = _field(doc, "participants", list, where)
+        if not 1 <= len(participants) <= _MAX_PARTIES:
+            raise InputError(f"{where}: participants must list 1 to {_MAX_PARTIES} addresses")
+        accounts = tuple(
+            _address(participants, k, f"{where} participants") for k in range(len(participants))
+        )
+        if len({a.lower() for a in accounts}) != len(accounts):
+            raise InputError(f"{where}: participants are not distinct")
+        ref = cls(
+            chain_id=_integer(doc, "chain_id", 1, 2**64 - 1, where),
+            contract=contract,
+            task=_integer(doc, "task", 0, 2**256 - 1, where),
+            spec=TaskSpec.from_json(_field(doc, "spec", Mapping, where)),
+            participants=accounts,
+        )
+        digest = ref.spec.digest().hex()  # also checks extra canonicalises (RFC 8785)
+        if "spec_digest" in doc:
+            claimed = _field(doc, "spec_digest", str, where)
+            if claimed != digest:
+                raise InputError(f"{where}: the spec does not match its spec_digest")
         return ref
 
     def save(self, path: Path) -> None:
@@ -269,13 +304,115 @@ class TaskRef:
 
     @classmethod
     def load(cls, path: Path) -> TaskRef:
+        """Read a task file (outside data: bounded in size and depth, UTF-8, no duplicate
+        keys, every field checked); :class:`InputError` saying what is wrong."""
         try:
-            doc = json.loads(path.read_text())
+            with path.open("rb") as handle:
+                data = read_bounded(handle, limit=_MAX_TASK_FILE, what=f"task file {path}")
         except OSError as exc:
             raise InputError(f"cannot read the task file {path}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise InputError(f"the task file {path} is not JSON: {exc}") from exc
-        return cls.from_json(doc)
+        return cls.from_json(parse_json(data, what=f"task file {path}"))
+
+
+# the bounds of a task file's fields (the TrainingTask contract's, and a blob's size)
+_MAX_TASK_FILE = 1024 * 1024
+_MAX_DIMS = 8
+_MAX_VALUES = MAX_BLOB_BYTES // 8
+_MAX_ROUNDS = 2**32
+_MAX_BLOCKS = 2**32
+_MAX_PARTIES = 64
+_MAX_TEXT = 64
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
+_SPEC_FIELDS = frozenset(
+    TaskSpec(shape=(1,), initial_digest="0" * 64, rounds=1, quorum=1).to_json()
+)
+_REF_FIELDS = frozenset({"chain_id", "contract", "task", "participants", "spec", "spec_digest"})
+_MISSING = object()
+
+
+def _known_fields(doc: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    unknown = sorted(str(k)[:40] for k in doc if k not in known)
+    if unknown:
+        raise InputError(f"{where}: unknown field {unknown[0]!r}")
+
+
+def _field(
+    doc: Mapping[str, Any] | list[Any],
+    key: str | int,
+    kind: type,
+    where: str,
+    default: Any = _MISSING,
+) -> Any:
+    """``doc[key]``, which must be a ``kind``; :class:`InputError` if missing or another type."""
+    if isinstance(doc, list):
+        value = doc[int(key)]
+        name = f"{where}[{key}]"
+    else:
+        value = doc.get(str(key), default)
+        name = f"{where}: {key}"
+        if value is _MISSING:
+            raise InputError(f"{where}: missing field {key!r}")
+    if value is default:
+        return value
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        expected = {list: "a list", Mapping: "an object", str: "a string", int: "an integer"}
+        raise InputError(f"{name} must be {expected.get(kind, kind.__name__)}, not {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
+
+
+def _integer(
+    doc: Mapping[str, Any] | list[Any], key: str | int, low: int, high: int, where: str
+) -> int:
+    value: int = _field(doc, key, int, where)
+    if not low <= value <= high:
+        name = f"{where}[{key}]" if isinstance(doc, list) else f"{where}: {key}"
+        raise InputError(f"{name} must be in [{low}, {high}], got {str(value)[:40]}")
+    return value
+
+
+def _number(doc: Mapping[str, Any], key: str, where: str) -> float:
+    value = doc.get(key, _MISSING)
+    if value is _MISSING:
+        raise InputError(f"{where}: missing field {key!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"{where}: {key} must be a number, not {_kind(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InputError(f"{where}: {key} must be a finite number")
+    return number
+
+
+def _text(doc: Mapping[str, Any], key: str, where: str) -> str:
+    value: str = _field(doc, key, str, where)
+    if len(value) > _MAX_TEXT:
+        raise InputError(f"{where}: {key} is longer than {_MAX_TEXT} characters")
+    return value
+
+
+def _address(doc: Mapping[str, Any] | list[Any], key: str | int, where: str) -> str:
+    value: str = _field(doc, key, str, where)
+    if not _ADDRESS.match(value):
+        name = f"{where}[{key}]" if isinstance(doc, list) else f"{where}: {key}"
+        raise InputError(f"{name} must be an address (0x and 40 hex digits)")
+    return value
 
 
 def model_digest(params: npt.ArrayLike) -> str:
@@ -457,9 +594,13 @@ class Party:
     ``contract`` must sign as the party's account. ``initial_params`` must match the spec's
     ``initial_digest``. ``store`` holds this party's blobs (its own and those it fetched, which
     it serves to others too) and ``endpoint`` is where others fetch them (a
-    :class:`~.transport.BlobServer` URL, or ``store.uri`` on one machine). Subclasses may
-    override :meth:`make_update`, :meth:`publish` and :meth:`send_reveal` (tests use that to
-    play faulty parties). ``on_round`` is called with each closed round's report.
+    :class:`~.transport.BlobServer` URL, or ``store.uri`` on one machine); given that
+    ``server``, the party lets it serve exactly this task's blobs it holds (its own updates
+    and those it fetched and checked), nothing else of the store. ``fetch_timeout`` (seconds)
+    bounds each request to a peer in all, and twice that the fetch of one blob from its owner
+    and the fallbacks together. Subclasses may override :meth:`make_update`, :meth:`publish`
+    and :meth:`send_reveal` (tests use that to play faulty parties). ``on_round`` is called
+    with each closed round's report.
     """
 
     def __init__(
@@ -473,6 +614,7 @@ class Party:
         store: BlobStore,
         endpoint: str,
         evaluate: Evaluator | None = None,
+        server: BlobServer | None = None,
         fetch_timeout: float = 10.0,
         seed: int = 0,
         on_round: Callable[[RoundReport], None] | None = None,
@@ -485,6 +627,7 @@ class Party:
         self.evaluate = evaluate
         self.store = store
         self.endpoint = endpoint
+        self.server = server
         self.fetch_timeout = fetch_timeout
         self.seed = seed
         self.on_round = on_round
@@ -642,6 +785,7 @@ class Party:
             local.report.own = f"not submitted: {exc.reason}"
             return
         digest = self.publish(blob)
+        self._serve(digest)
         salt = secrets.token_bytes(32)
         try:
             self._spend(
@@ -791,6 +935,7 @@ class Party:
         for party in committed:
             if party not in reveals:
                 rejected[party] = "committed but never revealed"
+        wanted: dict[str, tuple[bytes, list[str]]] = {}
         for party in sorted(reveals):
             digest = reveals[party]
             earlier = self._digest_rounds.get(digest)
@@ -798,10 +943,16 @@ class Party:
                 rejected[party] = f"replays the update revealed in round {earlier}"
                 continue
             self._digest_rounds.setdefault(digest, round)
+            # LedgerError (this party's own node) is raised here, outside the per-party part
+            wanted[party] = (digest, self._sources(party, digest))
+        # fetched side by side, so slow peers cost one deadline, not one each; whatever a
+        # party's endpoint or server does makes that party faulty, never this one (fetch_any
+        # raises nothing but BlobMismatch and BlobUnavailable)
+        fetched = self._fetch_all(wanted)
+        for party in sorted(wanted):
             try:
-                blob = self._fetch(party, digest)
                 accepted[party] = decode_update(
-                    blob, shape=self.spec.shape, max_norm=self.spec.max_norm
+                    fetched[party](), shape=self.spec.shape, max_norm=self.spec.max_norm
                 )
             except BlobMismatch:
                 rejected[party] = "blob does not match its revealed digest"
@@ -868,17 +1019,45 @@ class Party:
             )
         return self._endpoint_cache
 
-    def _fetch(self, party: str, digest: bytes) -> bytes:
+    def _sources(self, party: str, digest: bytes) -> list[str]:
+        """Where to fetch ``party``'s blob: its own endpoint first, then the others'."""
         if self.store.has(digest):
-            return self.store.get(digest)
+            return []
         endpoints = self._endpoints(refresh=False)
         if party not in endpoints:
             endpoints = self._endpoints(refresh=True)
         owner = endpoints.get(party)
         others = [url for who, url in sorted(endpoints.items()) if who not in (party, self.address)]
-        blob = fetch_any([*([owner] if owner else []), *others], digest, timeout=self.fetch_timeout)
-        self.store.put(blob)
+        return [*([owner] if owner else []), *others]
+
+    def _fetch_all(
+        self, wanted: Mapping[str, tuple[bytes, list[str]]]
+    ) -> dict[str, Callable[[], bytes]]:
+        """Fetch each party's blob at once (at most :data:`_FETCHERS` at a time); each value
+        returns the blob or raises what fetching it raised."""
+        if len(wanted) <= 1:
+            return {p: functools.partial(self._fetch, *args) for p, args in wanted.items()}
+        with ThreadPoolExecutor(_FETCHERS, thread_name_prefix="ailedger-fetch") as pool:
+            futures = {p: pool.submit(self._fetch, *args) for p, args in wanted.items()}
+            concurrent.futures.wait(futures.values())
+        return {p: future.result for p, future in futures.items()}
+
+    def _fetch(self, digest: bytes, sources: Sequence[str]) -> bytes:
+        """The blob ``digest`` (checked), from the store or else ``sources``; once held,
+        this party serves it to the others too."""
+        if self.store.has(digest):
+            blob = self.store.get(digest)
+        else:
+            blob = fetch_any(
+                sources, digest, timeout=self.fetch_timeout, total=2 * self.fetch_timeout
+            )
+            self.store.put(blob)
+        self._serve(digest)
         return blob
+
+    def _serve(self, digest: bytes) -> None:
+        if self.server is not None:
+            self.server.allow(digest)
 
     def _scores(
         self, round: int, order: list[str], rows: list[FloatArray], weights: list[float]

@@ -2,28 +2,42 @@
 
 Each party keeps its blobs in a :class:`BlobStore` (one file per blob, named by the hex SHA-256
 of its bytes, FIPS 180-4) and serves them itself, with a :class:`BlobServer` (HTTP ``GET
-/<hex digest>`` on 127.0.0.1 by default, stdlib :mod:`http.server` in a thread) or, for
-parties on one machine, a shared folder (``file://`` endpoint). :func:`fetch_blob` gets a
-blob from an endpoint and checks it against the digest the party revealed on chain, so a
-server can withhold a blob but never substitute one: the caller gets the promised bytes, or
+/<hex digest>`` on 127.0.0.1 by default, an asyncio server in a thread) or, for parties on one
+machine, a shared folder (``file://`` endpoint). :func:`fetch_blob` gets a blob from an
+endpoint and checks it against the digest the party revealed on chain, so a server can
+withhold a blob but never substitute one: the caller gets the promised bytes, or
 :class:`BlobMismatch`, or :class:`BlobUnavailable`. Since blobs are content-addressed, any
 party that holds a blob may serve it: :func:`fetch_any` tries several endpoints in turn.
+
+Endpoints are announced on chain by the parties themselves, so they are outside data: a
+malformed one, a peer that refuses, stalls, drips one byte at a time or sends too much, all
+end as :class:`BlobUnavailable` within the request's deadline, never as another exception.
+The server is hostile-peer aware too: it serves only the digests it was told to
+(:meth:`BlobServer.allow`), answers anything else with 404 without touching the file system,
+closes a connection that sends no complete request within ``idle_timeout``, and at
+``max_connections`` drops the oldest connection still waiting for its request, so idle
+sockets cannot lock out a real fetch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import http.client
+import ipaddress
 import os
 import re
 import secrets
+import socket
+import stat
 import threading
-import urllib.error
+import time
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ailedger.errors import AiledgerError, InputError, VerificationError
 
@@ -33,14 +47,28 @@ __all__ = [
     "BlobServer",
     "BlobStore",
     "BlobUnavailable",
+    "announce_url",
     "blob_digest",
+    "check_endpoint",
     "fetch_any",
     "fetch_blob",
 ]
 
 #: largest blob fetched or stored (bytes); a float64 model of 8 million parameters
 MAX_BLOB_BYTES = 64 * 1024 * 1024
-_HEX = re.compile(r"^/?([0-9a-f]{64})$")
+_MAX_ENDPOINT = 2048
+_CHUNK = 64 * 1024
+_MAX_REQUEST_HEAD = 8 * 1024
+_REQUEST_PATH = re.compile(r"/([0-9a-f]{64})\Z")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\.?\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z",
+    re.ASCII,
+)
+_PATH_CHARS = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*\Z", re.ASCII)
+#: addresses used only to ask the routing table which interface is the way out; a UDP
+#: ``connect`` sends no packet (RFC 5737 and RFC 3849 documentation addresses)
+_ROUTE_PROBES = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
 
 
 class BlobMismatch(VerificationError):
@@ -57,7 +85,8 @@ class BlobMismatch(VerificationError):
 
 
 class BlobUnavailable(AiledgerError):
-    """No endpoint delivered the blob (not found, refused, too large, or unreachable)."""
+    """No endpoint delivered the blob (malformed, not found, refused, too large, too slow or
+    unreachable)."""
 
     exit_code = 3
 
@@ -100,7 +129,10 @@ class BlobStore:
         if not target.is_file():
             tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
             try:
-                tmp.write_bytes(blob)
+                # 0600 from creation, never through a planted name (O_EXCL | O_NOFOLLOW)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(blob)
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -118,61 +150,314 @@ class BlobStore:
         return blob
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        match = _HEX.match(urllib.parse.urlsplit(self.path).path)
-        path = self.server.store.directory / match.group(1) if match else None
-        if path is None or not path.is_file():
-            self.send_error(404, "no such blob")
-            return
-        blob = path.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(blob)))
-        self.end_headers()
-        self.wfile.write(blob)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Requests are not logged (the CLI's stderr is for people)."""
+# --------------------------------------------------------------------------- endpoints
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+@dataclass(frozen=True)
+class _Endpoint:
+    scheme: str
+    host: str
+    port: int | None
+    path: str
 
-    def __init__(self, address: tuple[str, int], store: BlobStore) -> None:
-        self.store = store
-        super().__init__(address, _Handler)
+
+def _parse_endpoint(endpoint: object) -> _Endpoint:
+    """Check an endpoint someone announced; :class:`BlobUnavailable` saying why it is unusable."""
+    if not isinstance(endpoint, str) or not endpoint:
+        raise BlobUnavailable("empty blob endpoint")
+    shown = repr(endpoint[:80])
+    if len(endpoint) > _MAX_ENDPOINT or not endpoint.isascii() or not endpoint.isprintable():
+        raise BlobUnavailable(f"malformed blob endpoint {shown}: not a printable ASCII URL")
+    if any(c.isspace() for c in endpoint):
+        raise BlobUnavailable(f"malformed blob endpoint {shown}: contains white space")
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        scheme = parts.scheme.lower()
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+                raise ValueError("a file endpoint is a local folder (file:///path)")
+            return _Endpoint("file", "", None, urllib.request.url2pathname(parts.path))
+        if scheme not in ("http", "https"):
+            raise ValueError(f"unsupported scheme {scheme!r} (use http, https or file)")
+        host, port = parts.hostname, parts.port  # .port raises ValueError when malformed
+        if not host:
+            raise ValueError("no host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("credentials in an endpoint")
+        if parts.query or parts.fragment:
+            raise ValueError("a query or fragment in an endpoint")
+        if port == 0:
+            raise ValueError("port 0")
+        if not _PATH_CHARS.match(parts.path):
+            raise ValueError("invalid characters in the path")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOSTNAME.match(host) or host.replace(".", "").isdigit():
+                raise ValueError(f"invalid host {host!r}") from None
+        else:
+            if address.is_unspecified:
+                raise ValueError(f"{host} is no address to fetch from")
+            if address.version == 6 and f"[{host}]" not in parts.netloc.lower():
+                raise ValueError("an IPv6 host goes in brackets")
+    except ValueError as exc:
+        raise BlobUnavailable(f"malformed blob endpoint {shown}: {exc}") from exc
+    return _Endpoint(scheme, host, port, parts.path.rstrip("/"))
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` if :func:`fetch_blob` would accept it, else :class:`InputError` (for an
+    endpoint given by the user, e.g. ``train join --announce``)."""
+    try:
+        _parse_endpoint(endpoint)
+    except BlobUnavailable as exc:
+        raise InputError(str(exc)) from exc
+    return endpoint
+
+
+def _host_in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def _usable(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local or ip.is_multicast)
+
+
+def _routed_address(family: socket.AddressFamily, peer: str | None) -> str | None:
+    """The local address of the interface that routes to ``peer`` (no packet is sent)."""
+    target = peer or _ROUTE_PROBES[family]
+    try:
+        infos = socket.getaddrinfo(target, 9, family, socket.SOCK_DGRAM)
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(infos[0][4])
+            return str(probe.getsockname()[0])
+    except (OSError, IndexError, UnicodeError):
+        return None
+
+
+def _local_addresses(family: socket.AddressFamily) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return [str(info[4][0]) for info in infos]
+
+
+def choose_address(candidates: Iterable[str | None]) -> str | None:
+    """The first of ``candidates`` that other machines may reach (not loopback, link-local,
+    multicast or unspecified); None when there is none."""
+    return next((a for a in candidates if a is not None and _usable(a)), None)
+
+
+def announce_url(
+    host: str, port: int, *, announce: str | None = None, peer: str | None = None
+) -> str:
+    """The endpoint to announce for a blob server bound to ``host:port``.
+
+    ``announce`` (checked) wins. A server bound to a wildcard (``0.0.0.0``, ``::``, empty)
+    announces the address of the interface that routes to ``peer`` (the chain node's host),
+    or else a non-loopback address of this machine; :class:`InputError` when neither can be
+    told, since announcing ``0.0.0.0`` would make every other party fetch from itself.
+    """
+    if announce is not None:
+        return check_endpoint(announce).rstrip("/")
+    try:
+        unspecified = host == "" or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        unspecified = False
+    if not unspecified:
+        return f"http://{_host_in_url(host)}:{port}"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    candidates = [
+        _routed_address(family, peer) if peer else None,
+        _routed_address(family, None),
+        *_local_addresses(family),
+    ]
+    address = choose_address(candidates)
+    if address is None:
+        raise InputError(
+            f"cannot tell which address of this machine other parties reach (serving on "
+            f"{host or 'every interface'}); pass --announce URL"
+        )
+    return f"http://{_host_in_url(address)}:{port}"
+
+
+# --------------------------------------------------------------------------- the server
 
 
 class BlobServer:
-    """Serve a :class:`BlobStore` over HTTP (``GET /<hex digest>``) from a background thread.
+    """Serve the allowed blobs of a :class:`BlobStore` over HTTP (``GET /<hex digest>``) from
+    a background thread.
 
-    Binds 127.0.0.1 on a free port unless told otherwise; use it as a context manager, or call
-    :meth:`close`.
+    Binds 127.0.0.1 on a free port unless told otherwise; serves only the digests passed as
+    ``digests`` or to :meth:`allow` (a party allows its own updates and the blobs it fetched
+    for its task, never the rest of the folder). One request per connection. A connection
+    that sends no complete request within ``idle_timeout`` seconds is closed; with
+    ``max_connections`` open, a new one displaces the oldest that is still waiting for its
+    request (or is refused, if every one is sending); a response must be taken at
+    ``min_rate`` bytes per second (after ``idle_timeout`` of grace) or the connection is
+    closed. Use it as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, store: BlobStore, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        try:
-            self._server = _Server((host, port), store)
-        except OSError as exc:
-            raise InputError(f"cannot serve blobs on {host}:{port}: {exc.strerror}") from exc
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        digests: Iterable[bytes] = (),
+        max_connections: int = 64,
+        idle_timeout: float = 5.0,
+        min_rate: float = 256 * 1024,
+    ) -> None:
+        self.store = store
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.min_rate = min_rate
+        self._allowed: set[str] = {_check_digest(d) for d in digests}
+        self._lock = threading.Lock()
+        # connections by arrival: every open one, and those still waiting for their request
+        self._open: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._waiting: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="ailedger-blobs", daemon=True
+            target=self._loop.run_forever, name="ailedger-blobs", daemon=True
         )
         self._thread.start()
+        start = asyncio.start_server(
+            self._serve, host or None, port, limit=_MAX_REQUEST_HEAD, backlog=128
+        )
+        try:
+            self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result(30)
+        except (OSError, OverflowError, ValueError) as exc:
+            self._stop_loop()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise InputError(f"cannot serve blobs on {host}:{port}: {reason}") from exc
+        address = self._server.sockets[0].getsockname()
+        self.host: str = str(address[0])
+        self.port: int = int(address[1])
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        shown = host.decode() if isinstance(host, bytes) else host
-        return f"http://{shown}:{port}"
+        """``http://HOST:PORT`` as bound (a wildcard host is no address to announce: see
+        :func:`announce_url`)."""
+        return f"http://{_host_in_url(self.host)}:{self.port}"
+
+    def allow(self, digest: bytes) -> None:
+        """Serve the blob named ``digest`` from now on."""
+        name = _check_digest(digest)
+        with self._lock:
+            self._allowed.add(name)
+
+    def allowed(self, digest: bytes) -> bool:
+        with self._lock:
+            return _check_digest(digest) in self._allowed
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._open[task] = self._waiting[task] = writer
+        try:
+            if len(self._open) > self.max_connections and not self._displace(task):
+                return
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                return
+            del self._waiting[task]
+            await self._answer(head, writer)
+        except (OSError, TimeoutError):
+            pass  # the peer went away or was too slow: nothing to tell it
+        finally:
+            self._waiting.pop(task, None)
+            self._open.pop(task, None)
+            writer.transport.abort()
+
+    def _displace(self, newcomer: asyncio.Task[None]) -> bool:
+        """Make room for ``newcomer`` by closing the oldest connection still waiting for its
+        request (its task then ends on its own); False (the newcomer is refused) if no other
+        one is waiting."""
+        oldest = next((t for t in self._waiting if t is not newcomer), None)
+        if oldest is None:
+            return False
+        self._waiting.pop(oldest).transport.abort()
+        self._open.pop(oldest, None)
+        return True
+
+    async def _answer(self, head: bytes, writer: asyncio.StreamWriter) -> None:
+        line = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(line) != 3 or not line[2].startswith(b"HTTP/1."):
+            await self._status(writer, 400, "Bad Request")
+            return
+        if line[0] != b"GET":
+            await self._status(writer, 405, "Method Not Allowed")
+            return
+        match = _REQUEST_PATH.match(line[1].decode("latin-1"))
+        with self._lock:
+            allowed = match is not None and match.group(1) in self._allowed
+        if match is None or not allowed:
+            await self._status(writer, 404, "Not Found")
+            return
+        try:
+            handle = (self.store.directory / match.group(1)).open("rb")
+        except OSError:
+            await self._status(writer, 404, "Not Found")
+            return
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % size
+            )
+            async with asyncio.timeout(self.idle_timeout + size / self.min_rate):
+                while chunk := handle.read(_CHUNK):
+                    writer.write(chunk)
+                    await writer.drain()
+
+    async def _status(self, writer: asyncio.StreamWriter, code: int, reason: str) -> None:
+        body = f"{code} {reason}\n".encode()
+        writer.write(
+            f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        async with asyncio.timeout(self.idle_timeout):
+            await writer.drain()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        tasks = list(self._open)
+        for writer in self._open.values():
+            writer.transport.abort()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        finally:
+            self._stop_loop()
 
     def __enter__(self) -> BlobServer:
         return self
@@ -181,35 +466,104 @@ class BlobServer:
         self.close()
 
 
+# --------------------------------------------------------------------------- fetching
+
+
+def _read_file(endpoint: _Endpoint, name: str, where: str, max_bytes: int) -> bytes:
+    path = Path(endpoint.path) / name
+    try:
+        # O_NONBLOCK: a FIFO planted under the blob's name cannot stall the open or the read
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise BlobUnavailable(f"no blob {name} at {where}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BlobUnavailable(f"blob {name} at {where} is not a regular file")
+        if info.st_size > max_bytes:
+            raise BlobUnavailable(f"blob {name} at {where} exceeds {max_bytes} bytes")
+        try:
+            return handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot read blob {name} at {where}: {exc.strerror}") from exc
+
+
+def _read_http(endpoint: _Endpoint, name: str, url: str, timeout: float, max_bytes: int) -> bytes:
+    """GET ``url`` within ``timeout`` seconds in all (connect, headers and body): a timer
+    shuts the socket down at the deadline, so a peer dripping one byte at a time cannot
+    extend it the way a per-read socket timeout would let it."""
+    connection_type = (
+        http.client.HTTPSConnection if endpoint.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_type(endpoint.host, endpoint.port, timeout=timeout)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    started = time.monotonic()
+    timer.start()
+    try:
+        connection.connect()
+        if expired.is_set():
+            raise TimeoutError
+        connection.request(
+            "GET", f"{endpoint.path}/{name}", headers={"Accept": "application/octet-stream"}
+        )
+        reply = connection.getresponse()
+        if reply.status != 200:
+            raise BlobUnavailable(f"{url} answered {reply.status} {reply.reason[:80]}")
+        declared = reply.getheader("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise BlobUnavailable(f"blob {name} at {url} exceeds {max_bytes} bytes")
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := reply.read(min(_CHUNK, max_bytes + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise BlobUnavailable(f"blob {name} at {url} exceeds {max_bytes} bytes")
+        if expired.is_set():
+            raise TimeoutError
+        if declared is not None and declared.isdigit() and total != int(declared):
+            raise BlobUnavailable(f"{url} sent {total} of the {declared} bytes it announced")
+        return b"".join(chunks)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        if expired.is_set() or isinstance(exc, TimeoutError):
+            elapsed = time.monotonic() - started
+            raise BlobUnavailable(
+                f"{url} did not deliver within {timeout:g} s (gave up after {elapsed:.1f} s)"
+            ) from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise BlobUnavailable(f"{url} is unreachable: {reason or type(exc).__name__}") from exc
+    finally:
+        timer.cancel()
+        connection.close()
+
+
 def fetch_blob(
     endpoint: str, digest: bytes, *, timeout: float = 10.0, max_bytes: int = MAX_BLOB_BYTES
 ) -> bytes:
     """Fetch the blob named ``digest`` from ``endpoint`` (``http(s)://`` or ``file://``).
 
-    Raises :class:`BlobMismatch` if the bytes are not the ones promised, and
-    :class:`BlobUnavailable` if the endpoint does not deliver them.
+    ``timeout`` (seconds) bounds the whole request, not each read; at most ``max_bytes`` are
+    read. Raises :class:`BlobMismatch` if the bytes are not the ones promised, and
+    :class:`BlobUnavailable` if the endpoint is malformed or does not deliver them; nothing
+    else, whatever the endpoint or the peer does.
     """
     name = _check_digest(digest)
-    parts = urllib.parse.urlsplit(endpoint)
-    if parts.scheme == "file":
-        path = Path(urllib.request.url2pathname(parts.path)) / name
-        try:
-            with path.open("rb") as handle:
-                blob = handle.read(max_bytes + 1)
-        except OSError as exc:
-            raise BlobUnavailable(f"no blob {name} at {endpoint}: {exc.strerror}") from exc
-    elif parts.scheme in ("http", "https"):
-        url = endpoint.rstrip("/") + "/" + name
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 (scheme checked)
-                blob = reply.read(max_bytes + 1)
-        except urllib.error.HTTPError as exc:
-            raise BlobUnavailable(f"{url} answered {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BlobUnavailable(f"{url} is unreachable: {reason}") from exc
+    parsed = _parse_endpoint(endpoint)
+    if parsed.scheme == "file":
+        blob = _read_file(parsed, name, endpoint, max_bytes)
     else:
-        raise BlobUnavailable(f"unsupported blob endpoint {endpoint!r} (http, https or file)")
+        url = endpoint.rstrip("/") + "/" + name
+        blob = _read_http(parsed, name, url, timeout, max_bytes)
     if len(blob) > max_bytes:
         raise BlobUnavailable(f"blob {name} at {endpoint} exceeds {max_bytes} bytes")
     calculated = blob_digest(blob)
@@ -223,21 +577,33 @@ def fetch_any(
     digest: bytes,
     *,
     timeout: float = 10.0,
+    total: float | None = None,
     max_bytes: int = MAX_BLOB_BYTES,
 ) -> bytes:
     """Fetch ``digest`` from the first of ``endpoints`` that delivers the right bytes.
 
-    Raises :class:`BlobMismatch` if some endpoint answered only with wrong bytes (the first
-    endpoint is normally the blob's owner, so this names a substituted blob), else
-    :class:`BlobUnavailable` listing why each endpoint failed.
+    ``timeout`` bounds each request and ``total`` (default ``timeout`` times the number of
+    endpoints) all of them together, so slow peers among the fallbacks cannot multiply the
+    wait. Raises :class:`BlobMismatch` if the first endpoint (normally the blob's owner)
+    answered with other bytes and none delivered, else :class:`BlobUnavailable` listing why
+    each endpoint failed (a fallback that sent wrong bytes included).
     """
+    deadline = time.monotonic() + (total if total is not None else timeout * len(endpoints))
     mismatch: BlobMismatch | None = None
     reasons: list[str] = []
-    for endpoint in endpoints:
+    for position, endpoint in enumerate(endpoints):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            reasons.append(f"{len(endpoints) - position} more endpoints not tried (out of time)")
+            break
         try:
-            return fetch_blob(endpoint, digest, timeout=timeout, max_bytes=max_bytes)
+            return fetch_blob(
+                endpoint, digest, timeout=min(timeout, remaining), max_bytes=max_bytes
+            )
         except BlobMismatch as exc:
-            mismatch = mismatch or exc
+            if position == 0:
+                mismatch = exc
+            reasons.append(str(exc))
         except BlobUnavailable as exc:
             reasons.append(str(exc))
     if mismatch is not None:

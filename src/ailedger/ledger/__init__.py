@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ailedger.ledger._embedded import EMBEDDED_CHAIN_ID
     from ailedger.ledger._ledger import Ledger, PendingTransaction, Receipt
     from ailedger.ledger.account import Keystore, Signer
-    from ailedger.ledger.anchors import Anchor, AnchorRegistry, parse_bytes32
+    from ailedger.ledger.anchors import Anchor, AnchorRegistry, parse_address, parse_bytes32
     from ailedger.ledger.contracts import Artifact, load_artifact
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Receipt",
     "Signer",
     "load_artifact",
+    "parse_address",
     "parse_bytes32",
 ]
 
@@ -45,6 +46,7 @@ _WHERE = {
     "Signer": "ailedger.ledger.account",
     "Anchor": "ailedger.ledger.anchors",
     "AnchorRegistry": "ailedger.ledger.anchors",
+    "parse_address": "ailedger.ledger.anchors",
     "parse_bytes32": "ailedger.ledger.anchors",
     "Artifact": "ailedger.ledger.contracts",
     "load_artifact": "ailedger.ledger.contracts",

@@ -31,6 +31,7 @@ from eth_typing import Address, BlockNumber
 from web3 import EthereumTesterProvider
 from web3.types import RPCEndpoint, RPCResponse
 
+from ailedger._fs import create_private_file, make_private_dir
 from ailedger.errors import WorkspaceError, WorkspaceLocked
 
 __all__ = ["EMBEDDED_CHAIN_ID", "EmbeddedChain", "SQLiteKV"]
@@ -47,6 +48,7 @@ class SQLiteKV(BaseDB):
     """A py-evm key-value store in one SQLite file, with writes buffered until :meth:`commit`."""
 
     def __init__(self, path: Path) -> None:
+        create_private_file(path)  # 0600 before SQLite creates it (its -wal/-shm follow)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -180,7 +182,7 @@ class EmbeddedChain:
         genesis_balances: dict[str, int] | None = None,
         lock_timeout: float = 10.0,
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory)
         self.directory = directory
         self._lock_fd = _acquire_lock(directory / "LOCK", lock_timeout)
         try:

@@ -9,7 +9,6 @@ is translated here into the :mod:`ailedger.errors` tree.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
+import urllib3.exceptions
 from eth_tester.exceptions import TransactionFailed
 from eth_typing import ChecksumAddress
 from eth_utils.address import is_address, to_checksum_address
-from web3 import HTTPProvider, Web3
+from web3 import Web3
 from web3.exceptions import (
     ContractLogicError,
     ProviderConnectionError,
@@ -41,7 +41,8 @@ from ailedger.errors import (
     WrongChain,
 )
 from ailedger.ledger._embedded import EmbeddedChain
-from ailedger.ledger._settings import LedgerSettings
+from ailedger.ledger._rpc import BoundedHTTPProvider, NodeReplyError
+from ailedger.ledger._settings import LedgerSettings, check_rpc_url
 from ailedger.ledger.account import Signer
 from ailedger.ledger.contracts import Artifact
 
@@ -59,7 +60,11 @@ _TRANSIENT = (
     ProviderConnectionError,
     ConnectionError,
     TimeoutError,
+    urllib3.exceptions.HTTPError,  # a reply cut off while it was read
 )
+# what web3 raises when formatting a reply that passed the provider's checks but still does not
+# fit (a field of the wrong type deep inside a log, say): the node's fault, not ours
+_MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
 _GWEI = 10**9
 _ZERO_ADDRESS = "0x" + "00" * 20
 _REBROADCAST_AFTER = 5.0  # seconds without a receipt before the raw transaction is re-sent
@@ -164,14 +169,9 @@ class Ledger:
 
         With ``expected_chain_id``, a node serving another chain is refused (:class:`WrongChain`).
         """
-        if not re.match(r"^https?://[^\s/]+", url):
-            raise InputError(f"not an http(s) JSON-RPC URL: {url!r}")
+        check_rpc_url(url)
         chosen = settings or LedgerSettings()
-        provider = HTTPProvider(
-            url,
-            request_kwargs={"timeout": chosen.request_timeout},
-            exception_retry_configuration=None,
-        )
+        provider = BoundedHTTPProvider(url, timeout=chosen.request_timeout)
         ledger = cls(w3=Web3(provider), backend="rpc", url=url, signer=signer, settings=chosen)
         if expected_chain_id is not None and ledger.chain_id != expected_chain_id:
             raise WrongChain(expected_chain_id, ledger.chain_id, url)
@@ -382,19 +382,31 @@ class Ledger:
         return self.signer
 
     def _rpc(self, request: Callable[[], T]) -> T:
-        """Run one node request, retrying outages with exponential backoff."""
+        """Run one node request, retrying outages with exponential backoff.
+
+        A node that answers with something other than a usable JSON-RPC reply is unavailable
+        (:class:`NodeUnavailable`), at once unless the failure looks transient.
+        """
         delay = self.settings.backoff
         for attempt in range(1, self.settings.retries + 1):
             try:
                 return request()
-            except _TRANSIENT as exc:
-                if attempt == self.settings.retries:
-                    raise NodeUnavailable(
-                        f"the node at {self.url} did not answer after {attempt} attempts "
-                        f"({type(exc).__name__})"
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, self.settings.backoff_max)
+            except (*_TRANSIENT, NodeReplyError) as exc:
+                final = isinstance(exc, NodeReplyError) and not exc.transient
+                if attempt < self.settings.retries and not final:
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.settings.backoff_max)
+                    continue
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                if isinstance(exc, NodeReplyError):
+                    what = f"{exc}{tries}"
+                else:
+                    what = f"did not answer{tries} ({type(exc).__name__})"
+                raise NodeUnavailable(f"the node at {self.url} {what}") from exc
+            except requests.RequestException as exc:
+                raise NodeUnavailable(
+                    f"the node at {self.url} cannot be reached ({type(exc).__name__})"
+                ) from exc
             except ContractLogicError as exc:
                 raise TransactionReverted(_reason(str(exc.message or exc))) from exc
             except TransactionFailed as exc:
@@ -405,6 +417,13 @@ class Ledger:
                 raise LedgerError(f"the node refused the request: {_rpc_message(exc)}") from exc
             except Web3Exception as exc:
                 raise LedgerError(f"{type(exc).__name__}: {exc}") from exc
+            except _MALFORMED as exc:
+                if self.backend != "rpc":
+                    raise
+                raise NodeUnavailable(
+                    f"the node at {self.url} sent a reply that does not fit its request "
+                    f"({type(exc).__name__})"
+                ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _broadcast(self, raw: bytes) -> str:

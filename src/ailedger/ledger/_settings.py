@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 
 from ailedger.errors import InputError
 
-__all__ = ["LedgerSettings"]
+__all__ = ["LedgerSettings", "check_rpc_url"]
+
+
+def check_rpc_url(url: str) -> str:
+    """Return ``url`` if it can name a JSON-RPC node over http(s); else :class:`InputError`.
+
+    Refused: another scheme (WebSocket nodes too: give their http(s) URL), no host, a port
+    outside 1-65535, whitespace or control characters, anything :mod:`urllib.parse` rejects.
+    """
+    if not isinstance(url, str) or not url:
+        raise InputError("the node's URL is empty")
+    shown = repr(url) if len(url) <= 200 else repr(url[:200]) + "..."
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise InputError(f"not a JSON-RPC URL (whitespace or control characters): {shown}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InputError(f"not a JSON-RPC URL ({exc}): {shown}") from exc
+    scheme = parts.scheme.lower()
+    if scheme in ("ws", "wss"):
+        raise InputError(f"WebSocket nodes are not supported, give the node's http(s) URL: {shown}")
+    if scheme not in ("http", "https"):
+        raise InputError(f"not an http(s) JSON-RPC URL: {shown}")
+    if not parts.hostname:
+        raise InputError(f"the JSON-RPC URL names no host: {shown}")
+    if port == 0:
+        raise InputError(f"the JSON-RPC URL's port must be 1-65535: {shown}")
+    return url
 
 
 @dataclass(frozen=True, kw_only=True)

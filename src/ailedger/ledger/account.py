@@ -2,6 +2,11 @@
 
 The keystore's address is readable without the passphrase, so read-only commands never ask for
 it; the private key is decrypted only when a transaction is first signed, and never printed.
+
+Besides transactions, an account signs 32-byte digests of data it vouches for (a sealed file's
+trailer): as an EIP-191 personal message (version 0x45, ``keccak256("\\x19Ethereum Signed
+Message:\\n32" || digest)``), so the signature can never be taken for a transaction's, and any
+Ethereum tool can recover the signer (:func:`recover_digest_signer`).
 """
 
 from __future__ import annotations
@@ -13,13 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from eth_keys.exceptions import BadSignature
 from eth_utils.address import to_checksum_address
 
 from ailedger._fs import write_atomic
-from ailedger.errors import InputError, KeyError_, WrongPassphrase
+from ailedger.errors import InputError, KeyError_, SignatureError, WrongPassphrase
 
-__all__ = ["Keystore", "Signer"]
+__all__ = ["DIGEST_SIGNATURE_SIZE", "Keystore", "Signer", "recover_digest_signer"]
+
+#: bytes of a digest signature: r (32) || s (32) || v (1, 27 or 28)
+DIGEST_SIGNATURE_SIZE = 65
+_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0  # secp256k1 n // 2
 
 _SCRYPT_N = 262144  # eth-account's default: about 0.8 s and 256 MiB per unlock
 _UNSAFE_PBKDF2_ITERATIONS = 1024
@@ -112,15 +123,55 @@ class Signer:
     def from_keystore(cls, keystore: Keystore, passphrase: Callable[[], str]) -> Signer:
         return cls(address=keystore.address, unlock=lambda: keystore.unlock(passphrase()))
 
+    def unlock(self) -> None:
+        """Decrypt the key now (so a wrong passphrase fails before a long job, not after)."""
+        self._unlocked()
+
     def sign_transaction(self, transaction: dict[str, Any]) -> bytes:
+        signed = self._unlocked().sign_transaction(transaction)
+        return bytes(signed.raw_transaction)
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """Sign the 32-byte ``digest`` as an EIP-191 personal message; 65 bytes ``r||s||v``.
+
+        The signature is low-s (EIP-2) with ``v`` 27 or 28, the only form
+        :func:`recover_digest_signer` accepts.
+        """
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise InputError("a signed digest is 32 bytes")
+        signed = self._unlocked().sign_message(encode_defunct(primitive=digest))
+        return bytes(signed.signature)
+
+    def _unlocked(self) -> LocalAccount:
         with self._lock:
             if self._account is None:
                 account = self._unlock()
                 if account.address != self.address:
                     raise KeyError_("the unlocked key does not match the account's address")
                 self._account = account
-        signed = self._account.sign_transaction(transaction)
-        return bytes(signed.raw_transaction)
+            return self._account
 
     def __repr__(self) -> str:
         return f"Signer(address={self.address!r})"
+
+
+def recover_digest_signer(digest: bytes, signature: bytes) -> str:
+    """The checksummed address whose key made ``signature`` over ``digest`` (see
+    :meth:`Signer.sign_digest`).
+
+    Raises :class:`SignatureError` for a signature that is malformed, not in the canonical
+    form (``v`` 27 or 28, low ``s``) or recovers no key. A well-formed signature of another
+    digest recovers some other address: compare the result with the signer you expect.
+    """
+    if not isinstance(digest, bytes) or len(digest) != 32:
+        raise InputError("a signed digest is 32 bytes")
+    if not isinstance(signature, bytes) or len(signature) != DIGEST_SIGNATURE_SIZE:
+        raise SignatureError(f"a digest signature is {DIGEST_SIGNATURE_SIZE} bytes")
+    r, s, v = int.from_bytes(signature[:32]), int.from_bytes(signature[32:64]), signature[64]
+    if v not in (27, 28) or r == 0 or not 0 < s <= _HALF_N:
+        raise SignatureError("the signature is not in canonical form (v 27/28, low s)")
+    try:
+        address = Account.recover_message(encode_defunct(primitive=digest), signature=signature)
+    except (BadSignature, ValueError) as exc:
+        raise SignatureError(f"the signature recovers no key: {exc}") from exc
+    return str(to_checksum_address(address))

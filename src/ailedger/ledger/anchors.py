@@ -1,4 +1,9 @@
-"""Checkpoint anchors on chain: a typed client of the ``AnchorRegistry`` contract."""
+"""Checkpoint anchors on chain: a typed client of the ``AnchorRegistry`` contract.
+
+Anchors are kept per anchoring account: every read names the ``anchorer`` whose claims it
+wants (the log's operator), so an anchor another account made for the same origin is never
+seen, and cannot block, pre-empt or contradict the operator's own.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,17 @@ from ailedger.ledger.contracts import load_artifact
 if TYPE_CHECKING:
     from web3.types import BlockIdentifier
 
-__all__ = ["Anchor", "AnchorRegistry", "parse_bytes32"]
+__all__ = ["Anchor", "AnchorRegistry", "parse_address", "parse_bytes32"]
 
 _MAX_SIZE = 2**64 - 1
 
 
 @dataclass(frozen=True, kw_only=True)
 class Anchor:
-    """One anchored checkpoint: the log ``origin`` had ``size`` entries under ``root``."""
+    """One anchored checkpoint: ``anchorer`` claims log ``origin`` had ``size`` entries under
+    ``root``."""
 
+    anchorer: str
     origin: bytes
     index: int
     size: int
@@ -30,6 +37,7 @@ class Anchor:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "anchorer": self.anchorer,
             "origin": "0x" + self.origin.hex(),
             "index": self.index,
             "size": self.size,
@@ -65,39 +73,58 @@ class AnchorRegistry:
         return self.ledger.send({"to": self.address, "data": data})
 
     def anchor(self, origin: bytes, size: int, root: bytes) -> Receipt:
-        """Anchor a checkpoint and wait for its receipt.
+        """Anchor a checkpoint as this ledger's account and wait for its receipt.
 
-        Raises :class:`TransactionReverted` when ``size`` does not exceed the latest anchored
-        size, or when another account owns ``origin``.
+        Raises :class:`TransactionReverted` when ``size`` does not exceed the latest size this
+        account anchored for ``origin`` (other accounts' anchors play no part).
         """
         return self.ledger.wait(self.send_anchor(origin, size, root))
 
-    def owner(self, origin: bytes) -> str | None:
+    def count(self, anchorer: str, origin: bytes, *, block: BlockIdentifier = "latest") -> int:
+        """How many anchors ``anchorer`` made of ``origin``."""
+        who = _address(anchorer)
         _check_bytes32("origin", origin)
-        owner = str(self.ledger.call(self._contract.functions.owner_of(origin)))
-        return None if int(owner, 16) == 0 else owner
+        return int(self.ledger.call(self._contract.functions.anchor_count(who, origin), block))
 
-    def count(self, origin: bytes, *, block: BlockIdentifier = "latest") -> int:
-        _check_bytes32("origin", origin)
-        return int(self.ledger.call(self._contract.functions.anchor_count(origin), block))
-
-    def anchor_at(self, origin: bytes, index: int, *, block: BlockIdentifier = "latest") -> Anchor:
+    def anchor_at(
+        self, anchorer: str, origin: bytes, index: int, *, block: BlockIdentifier = "latest"
+    ) -> Anchor:
+        """The ``index``-th anchor (from 0) of ``origin`` by ``anchorer``."""
+        who = _address(anchorer)
         _check_bytes32("origin", origin)
         try:
-            raw = self.ledger.call(self._contract.functions.anchor_at(origin, index), block)
+            raw = self.ledger.call(self._contract.functions.anchor_at(who, origin, index), block)
         except TransactionReverted as exc:
-            raise InputError(f"origin 0x{origin.hex()} has no anchor #{index}") from exc
-        return _anchor(origin, index, raw)
+            raise InputError(f"{who} has no anchor #{index} of origin 0x{origin.hex()}") from exc
+        return _anchor(who, origin, index, raw)
 
-    def latest(self, origin: bytes, *, block: BlockIdentifier = "latest") -> Anchor | None:
-        n = self.count(origin, block=block)
-        return None if n == 0 else self.anchor_at(origin, n - 1, block=block)
+    def latest(
+        self, anchorer: str, origin: bytes, *, block: BlockIdentifier = "latest"
+    ) -> Anchor | None:
+        """The newest anchor of ``origin`` by ``anchorer``, or None."""
+        n = self.count(anchorer, origin, block=block)
+        return None if n == 0 else self.anchor_at(anchorer, origin, n - 1, block=block)
 
-    def anchors(self, origin: bytes, *, block: BlockIdentifier = "latest") -> list[Anchor]:
-        """Every anchor of ``origin``, oldest first."""
+    def anchors(
+        self, anchorer: str, origin: bytes, *, block: BlockIdentifier = "latest"
+    ) -> list[Anchor]:
+        """Every anchor of ``origin`` by ``anchorer``, oldest first."""
         return [
-            self.anchor_at(origin, i, block=block) for i in range(self.count(origin, block=block))
+            self.anchor_at(anchorer, origin, i, block=block)
+            for i in range(self.count(anchorer, origin, block=block))
         ]
+
+
+def parse_address(text: str, what: str) -> str:
+    """Parse an Ethereum address (0x and 40 hex digits); returns its checksummed form.
+
+    A mixed-case address must carry a valid EIP-55 checksum.
+    """
+    from eth_utils.address import is_address, to_checksum_address
+
+    if not isinstance(text, str) or not is_address(text):
+        raise InputError(f"{what} must be an Ethereum address (0x and 40 hex digits), got {text!r}")
+    return str(to_checksum_address(text))
 
 
 def parse_bytes32(text: str, what: str) -> bytes:
@@ -115,9 +142,14 @@ def _check_bytes32(what: str, value: bytes) -> None:
         raise InputError(f"{what} must be 32 bytes")
 
 
-def _anchor(origin: bytes, index: int, raw: Any) -> Anchor:
+def _address(value: str) -> str:
+    return parse_address(value, "anchorer")
+
+
+def _anchor(anchorer: str, origin: bytes, index: int, raw: Any) -> Anchor:
     size, root, block_number, timestamp = raw
     return Anchor(
+        anchorer=anchorer,
         origin=origin,
         index=index,
         size=int(size),

@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi.abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3.logs import DISCARD
@@ -35,6 +37,7 @@ __all__ = [
 
 _MAX_PARTICIPANTS = 64
 _MAX_ENDPOINT = 256
+_ANNOUNCED_TOPIC = "0x" + keccak(text="Announced(uint256,address,string)").hex()
 # Gas limits sent with each call, so no estimate is needed (a revert is then mined and its
 # reason read back by replaying the call). Measured maxima with a margin: an attestation that
 # finalizes a round and starts the next costs about 135 000.
@@ -367,11 +370,32 @@ class TrainingTask:
         ]
 
     def endpoints(self, task: int, *, from_block: int = 0) -> dict[str, str]:
-        """Where each participant serves its blobs (its latest announcement)."""
-        logs = self.ledger.logs(
-            self._contract, "Announced", from_block=from_block, argument_filters={"task": task}
-        )
-        return {str(e["args"]["party"]): str(e["args"]["endpoint"]) for e in logs}
+        """Where each participant serves its blobs (its latest announcement).
+
+        An endpoint is whatever bytes its party sent (the contract cannot check UTF-8), so the
+        logs are decoded here, not by web3 (whose decoder raises on one bad string, for every
+        reader): bytes that are not UTF-8 are replaced, and the fetch then refuses that
+        party's endpoint, making it faulty and no one else.
+        """
+        query = {
+            "address": self.address,
+            "fromBlock": from_block,
+            "toBlock": "latest",
+            "topics": [_ANNOUNCED_TOPIC, "0x" + task.to_bytes(32, "big").hex()],
+        }
+        logs = self.ledger._rpc(lambda: self.ledger.w3.eth.get_logs(query))  # type: ignore[arg-type]
+        found: dict[str, str] = {}
+        for log in logs:
+            topics, data = log["topics"], bytes(log["data"])
+            if len(topics) != 3:
+                continue
+            try:
+                (raw,) = abi_decode(["bytes"], data)
+            except (DecodingError, ValueError):
+                continue
+            party = to_checksum_address(bytes(topics[2])[-20:])
+            found[party] = bytes(raw)[:_MAX_ENDPOINT].decode("utf-8", "replace")
+        return found
 
     def events(self, task: int, event: str, *, from_block: int = 0) -> list[dict[str, Any]]:
         """Decoded ``event`` logs of ``task`` as dicts (``args`` plus ``block_number``)."""

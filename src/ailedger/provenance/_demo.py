@@ -46,16 +46,20 @@ def _run(
     key = workspace.signing_key(secret)
     dataset = register_artifact(workspace, ledger, dataset_path, kind="dataset", signing_key=key)
     model = register_artifact(
-        workspace, ledger, model_path, kind="model", signing_key=key, parents=[dataset.digest]
+        workspace, ledger, model_path, kind="model", signing_key=key, parents=[dataset.ref]
     )
     loaded = load_verified(
-        model_path, trusted_keys=[workspace.public_key()], workspace=workspace, ledger=ledger
+        model_path,
+        trusted_keys=[workspace.public_key()],
+        workspace=workspace,
+        ledger=ledger,
+        registrant=model.owner,
     )
-    graph = lineage(workspace, ledger, model.digest)
+    graph = lineage(workspace, ledger, model.digest, owner=model.owner)
     return {
         "dataset": dataset.to_json(),
         "model": model.to_json(),
-        "lineage": ["0x" + d.hex() for d in graph.nodes],
+        "lineage": ["0x" + d.hex() for _, d in graph.nodes],
         "loaded": type(loaded).__name__,
         "verified": True,
     }

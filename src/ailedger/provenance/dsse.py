@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from ailedger._input import parse_json
 from ailedger.crypto.canonical import canonical_json
 from ailedger.errors import InputError, SignatureError
 
@@ -300,9 +300,9 @@ def verify_envelope(
             f"DSSE envelope: payload type {ptype!r} is not {IN_TOTO_PAYLOAD_TYPE!r}"
         )
     try:
-        statement = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SignatureError(f"DSSE envelope: the payload is not JSON: {exc}") from exc
+        statement = parse_json(body, what="DSSE payload")
+    except InputError as exc:
+        raise SignatureError(f"DSSE envelope: the payload is not usable JSON: {exc}") from exc
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise SignatureError(f"DSSE envelope: the payload is not an in-toto {STATEMENT_TYPE}")
     if not isinstance(statement.get("subject"), list) or "predicateType" not in statement:

@@ -1,7 +1,9 @@
 """Lineage: the registered ancestors of an artifact (what it was made from), as a graph.
 
-:func:`lineage` walks the parents recorded on chain breadth-first from one digest; the graph
-is acyclic because a parent is registered before its child. Artifact names come from the
+:func:`lineage` walks the parents recorded on chain breadth-first from one registration; a
+node is a ``(registrant, digest)`` pair, so lineage crosses organisations (a model of one
+account derived from a dataset of another). The graph is acyclic because a parent is
+registered before its child. Artifact names come from the
 signed statements in the workspace's blobs, when they are there. :func:`render_tree` prints it
 for a terminal; :func:`write_svg` (SVG 1.1) and :func:`write_png` (matplotlib's Agg renderer, the
 ``graph`` extra) draw the same layout, parents left of their children, and :func:`write_graph`
@@ -12,19 +14,21 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 from xml.sax.saxutils import escape
 
 from ailedger._fs import write_atomic
+from ailedger._input import parse_json
 from ailedger.errors import AiledgerError, InputError
 from ailedger.ledger import Ledger
+from ailedger.ledger.provenance import parse_address
 from ailedger.provenance.registry import (
     NotRegistered,
+    RegisteredByOther,
     Registration,
     load_statement,
     provenance_registry,
@@ -41,6 +45,9 @@ __all__ = [
     "write_svg",
 ]
 
+#: a registration: (registrant's address, digest)
+Ref: TypeAlias = tuple[str, bytes]
+
 _KIND_COLOURS = {"dataset": "#dbeafe", "model": "#dcfce7"}
 _OTHER_COLOUR, _ARROW_COLOUR, _ROOT_STROKE, _STROKE = "#f3f4f6", "#555", "#111", "#777"
 #: sizes in SVG pixels; the PNG uses one point per SVG pixel, rendered at _PNG_DPI
@@ -50,65 +57,83 @@ _PNG_DPI = 144
 
 @dataclass(frozen=True, kw_only=True)
 class Lineage:
-    """The ancestors of ``root``: registrations by digest, names where known, and children.
+    """The ancestors of ``root``: registrations by ``(registrant, digest)``, names where known,
+    and children.
 
-    ``children`` lists the digests registered with ``root`` as a parent (its direct users).
+    ``children`` lists the registrations made with ``root`` as a parent (its direct users).
     """
 
-    root: bytes
-    nodes: dict[bytes, Registration]
-    names: dict[bytes, str]
-    children: tuple[bytes, ...] = ()
+    root: Ref
+    nodes: dict[Ref, Registration]
+    names: dict[Ref, str]
+    children: tuple[Ref, ...] = ()
 
-    def edges(self) -> list[tuple[bytes, bytes]]:
+    def edges(self) -> list[tuple[Ref, Ref]]:
         """(parent, child) pairs among the ancestors."""
         return [(p, d) for d, reg in self.nodes.items() for p in reg.parents]
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "root": "0x" + self.root.hex(),
+            "root": "0x" + self.root[1].hex(),
+            "root_owner": self.root[0],
             "nodes": [
                 {**reg.to_json(), "name": self.names.get(d)} for d, reg in self.nodes.items()
             ],
-            "edges": [{"parent": "0x" + p.hex(), "child": "0x" + c.hex()} for p, c in self.edges()],
-            "children": ["0x" + c.hex() for c in self.children],
+            "edges": [
+                {
+                    "parent": "0x" + p[1].hex(),
+                    "parent_owner": p[0],
+                    "child": "0x" + c[1].hex(),
+                    "child_owner": c[0],
+                }
+                for p, c in self.edges()
+            ],
+            "children": [{"owner": o, "digest": "0x" + d.hex()} for o, d in self.children],
         }
 
 
-def lineage(workspace: Workspace, ledger: Ledger, digest: bytes) -> Lineage:
-    """The registered ancestors of ``digest``; raises :class:`NotRegistered` if it is unknown."""
+def lineage(
+    workspace: Workspace, ledger: Ledger, digest: bytes, *, owner: str | None = None
+) -> Lineage:
+    """The registered ancestors of ``owner``'s registration of ``digest`` (default owner: the
+    workspace's own account); raises :class:`NotRegistered` if there is none
+    (:class:`RegisteredByOther` when only other accounts registered the digest)."""
     registry = provenance_registry(workspace, ledger)
-    nodes: dict[bytes, Registration] = {}
-    queue = deque([digest])
+    root: Ref = (parse_address(owner or workspace.keystore().address, "registrant"), digest)
+    nodes: dict[Ref, Registration] = {}
+    queue = deque([root])
     while queue:
         current = queue.popleft()
         if current in nodes:
             continue
-        record = registry.registration(current)
+        record = registry.registration(*current)
         if record is None:
-            raise NotRegistered(f"0x{current.hex()} is not registered")
+            others = registry.registrants(current[1]) if current == root else []
+            if others:
+                raise RegisteredByOther(current[1], current[0], others)
+            raise NotRegistered(f"0x{current[1].hex()} is not registered by {current[0]}")
         nodes[current] = Registration.from_chain(record)
         queue.extend(p for p in record.parents if p not in nodes)
-    names: dict[bytes, str] = {}
-    for d, reg in nodes.items():
+    names: dict[Ref, str] = {}
+    for ref, reg in nodes.items():
         name = _statement_name(workspace, reg)
         if name is not None:
-            names[d] = name
-    return Lineage(root=digest, nodes=nodes, names=names, children=tuple(registry.children(digest)))
+            names[ref] = name
+    return Lineage(root=root, nodes=nodes, names=names, children=tuple(registry.children(*root)))
 
 
 def render_tree(graph: Lineage) -> str:
     """The lineage as an indented tree, the artifact first and its parents below it."""
     lines: list[str] = []
-    shown: set[bytes] = set()
+    shown: set[Ref] = set()
 
-    def walk(digest: bytes, prefix: str, connector: str) -> None:
-        reg = graph.nodes[digest]
-        label = f"{reg.kind} {graph.names.get(digest, '?')} 0x{digest.hex()[:16]}…"
-        if digest in shown and reg.parents:
+    def walk(ref: Ref, prefix: str, connector: str) -> None:
+        reg = graph.nodes[ref]
+        label = f"{reg.kind} {graph.names.get(ref, '?')} 0x{ref[1].hex()[:16]}…"
+        if ref in shown and reg.parents:
             lines.append(f"{prefix}{connector}{label} (parents shown above)")
             return
-        shown.add(digest)
+        shown.add(ref)
         lines.append(f"{prefix}{connector}{label}  block {reg.block_number} by {reg.owner}")
         child_prefix = prefix + {"": "", "└── ": "    "}.get(connector, "│   ")
         for i, parent in enumerate(reg.parents):
@@ -116,7 +141,9 @@ def render_tree(graph: Lineage) -> str:
 
     walk(graph.root, "", "")
     if graph.children:
-        lines.append("used by: " + ", ".join("0x" + c.hex()[:16] + "…" for c in graph.children))
+        lines.append(
+            "used by: " + ", ".join(f"0x{c.hex()[:16]}… by {o}" for o, c in graph.children)
+        )
     return "\n".join(lines)
 
 
@@ -150,13 +177,13 @@ class _Layout:
 
     width: int
     height: int
-    corners: dict[bytes, tuple[int, int]]
+    corners: dict[Ref, tuple[int, int]]
 
 
 def _layout(graph: Lineage) -> _Layout:
     """One column per generation, the root rightmost; a node sits in the column of its longest
     path to the root, so every arrow points right."""
-    depth: dict[bytes, int] = {graph.root: 0}
+    depth: dict[Ref, int] = {graph.root: 0}
     order = [graph.root]
     for digest in order:
         for parent in graph.nodes[digest].parents:
@@ -164,11 +191,11 @@ def _layout(graph: Lineage) -> _Layout:
                 depth[parent] = depth[digest] + 1
                 order.append(parent)
     columns = max(depth.values()) + 1
-    by_column: dict[int, list[bytes]] = {}
+    by_column: dict[int, list[Ref]] = {}
     for digest in graph.nodes:
         by_column.setdefault(depth[digest], []).append(digest)
     rows = max(len(v) for v in by_column.values())
-    corners: dict[bytes, tuple[int, int]] = {}
+    corners: dict[Ref, tuple[int, int]] = {}
     for col, digests in by_column.items():
         x = _MARGIN + (columns - 1 - col) * (_BOX_W + _GAP_X)
         for row, digest in enumerate(digests):
@@ -180,14 +207,14 @@ def _layout(graph: Lineage) -> _Layout:
     )
 
 
-def _box_style(graph: Lineage, digest: bytes) -> tuple[str, str, str, str]:
+def _box_style(graph: Lineage, digest: Ref) -> tuple[str, str, str, str]:
     """A node's fill and stroke colours, its title ("kind: name") and its short digest."""
     reg = graph.nodes[digest]
     return (
         _KIND_COLOURS.get(reg.kind, _OTHER_COLOUR),
         _ROOT_STROKE if digest == graph.root else _STROKE,
         f"{reg.kind}: {graph.names.get(digest, '(name unknown)')}",
-        f"0x{digest.hex()[:28]}…",
+        f"0x{digest[1].hex()[:28]}…",
     )
 
 
@@ -198,7 +225,7 @@ def write_svg(graph: Lineage, path: str | os.PathLike[str]) -> None:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        "<title>lineage of 0x" + graph.root.hex() + "</title>",
+        "<title>lineage of 0x" + graph.root[1].hex() + "</title>",
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
         f'markerHeight="8" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{_ARROW_COLOUR}"/>'
         "</marker></defs>",
@@ -301,7 +328,7 @@ def write_png(graph: Lineage, path: str | os.PathLike[str]) -> None:
         format="png",
         dpi=_PNG_DPI,
         facecolor="white",
-        metadata={"Title": "lineage of 0x" + graph.root.hex(), "Software": None},
+        metadata={"Title": "lineage of 0x" + graph.root[1].hex(), "Software": None},
     )
     write_atomic(Path(path), buffer.getvalue(), mode=0o644)
 
@@ -312,8 +339,8 @@ def _statement_name(workspace: Workspace, reg: Registration) -> str | None:
     except AiledgerError:
         return None
     try:
-        statement = json.loads(base64.b64decode(envelope.get("payload", "")))
+        statement = parse_json(base64.b64decode(envelope.get("payload", "")), what="statement")
         name = statement["subject"][0]["name"]
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (AiledgerError, ValueError, KeyError, IndexError, TypeError):
         return None
     return name if isinstance(name, str) else None

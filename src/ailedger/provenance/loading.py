@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import stat
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ailedger._input import parse_json
 from ailedger.errors import InputError, VerificationError
 from ailedger.ledger import Ledger
 from ailedger.provenance.digest import (
@@ -85,20 +85,30 @@ def load_verified(
     ledger: Ledger,
     format: str | None = None,
     expected: bytes | None = None,
+    registrant: str | None = None,
 ) -> Any:
-    """Verify the file at ``path`` against its registration, then load it.
+    """Verify the file at ``path`` against its registration by ``registrant``, then load it.
 
+    ``registrant`` is the account whose registration is trusted (default: the workspace's
+    own); a registration of the same digest by any other account is never accepted.
     ``trusted_keys`` are the public keys one of which must have signed the registered
-    statement; ``expected`` is the digest the file should have (default: the latest this
-    workspace registered under the file's name). Raises
+    statement, which must name ``registrant``; ``expected`` is the digest the file should have
+    (default: the latest this workspace registered under the file's name). Raises
     :class:`~ailedger.provenance.digest.ManifestMismatch` naming the file when it differs from
-    its registration, :class:`~ailedger.provenance.registry.NotRegistered` when nothing
-    matches, :class:`~ailedger.errors.SignatureError` when no trusted key signed it, and
+    its registration, :class:`~ailedger.provenance.registry.NotRegistered` when ``registrant``
+    registered nothing that matches (:class:`~ailedger.provenance.registry.RegisteredByOther`
+    when only other accounts registered its digest),
+    :class:`~ailedger.errors.SignatureError` when no trusted key signed it, and
     :class:`InputError` for a path that is not a regular file or an unknown format.
     """
     kind = _format(path, format)
     data, _ = verify_bytes(
-        path, trusted_keys=trusted_keys, workspace=workspace, ledger=ledger, expected=expected
+        path,
+        trusted_keys=trusted_keys,
+        workspace=workspace,
+        ledger=ledger,
+        expected=expected,
+        registrant=registrant,
     )
     return _deserialise(kind, data, os.fspath(path))
 
@@ -110,6 +120,7 @@ def verify_bytes(
     workspace: Workspace,
     ledger: Ledger,
     expected: bytes | None = None,
+    registrant: str | None = None,
 ) -> tuple[bytes, Verification]:
     """Read a single file into memory and verify those bytes; returns them with the result."""
     registry = provenance_registry(workspace, ledger)
@@ -139,6 +150,7 @@ def verify_bytes(
         trusted_keys=trusted_keys,
         expected=expected,
         recheck=recheck,
+        registrant=registrant,
     )
     return data, verification
 
@@ -151,9 +163,11 @@ def load_safetensors(data: bytes) -> dict[str, np.typing.NDArray[Any]]:
     if n > min(_MAX_SAFETENSORS_HEADER, len(data) - 8):
         raise InputError("not a safetensors file: the header size exceeds the file")
     try:
-        header = json.loads(data[8 : 8 + n])
-    except ValueError as exc:
-        raise InputError(f"not a safetensors file: the header is not JSON ({exc})") from exc
+        header = parse_json(
+            data[8 : 8 + n], what="safetensors header", max_bytes=_MAX_SAFETENSORS_HEADER
+        )
+    except InputError as exc:
+        raise InputError(f"not a safetensors file: {exc}") from exc
     if not isinstance(header, dict):
         raise InputError("not a safetensors file: the header is not a JSON object")
     buffer = memoryview(data)[8 + n :]

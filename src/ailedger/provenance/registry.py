@@ -1,24 +1,34 @@
 """Registering datasets and models on chain, and verifying an artifact against its registration.
 
+Every registration is bound to its registrant: the ``ProvenanceRegistry`` contract namespaces
+it by the registering account, so the same digest may be registered by several accounts and
+nobody registers, grants or revokes under another's name; a verifier checks the registration
+made by the registrant it trusts, never whoever registered a digest first.
+
 Registering an artifact (:func:`register_artifact`):
 
 1. hash it into a sigstore model-signing manifest
    (:func:`~ailedger.provenance.digest.digest_artifact`); its root digest is its identity;
-2. sign the manifest's in-toto statement into a DSSE envelope with the workspace's Ed25519 key
-   and store the envelope's RFC 8785 bytes in the workspace's blobs, named by their SHA-256;
+2. name the registrant (the ledger's account) in the subject's annotations
+   (``{"ailedger/registrant": ADDRESS}``), sign the in-toto statement into a DSSE envelope with
+   the workspace's Ed25519 key and store the envelope's RFC 8785 bytes in the workspace's
+   blobs, named by their SHA-256;
 3. register ``(digest, kind, SHA-256 of the envelope, parents)`` in the ``ProvenanceRegistry``
-   contract, owned by the workspace's account;
+   contract under the workspace's account; a parent is a ``(registrant, digest)`` pair;
 4. append a ``provenance.register`` event to the workspace's audit log, if it has one.
 
-Verifying an artifact (:func:`verify_artifact`, numbered as in the code):
+Verifying an artifact (:func:`verify_artifact`, numbered as in the code) for a trusted
+registrant R (by default the workspace's own account):
 
 1. hash the files on disk into a manifest;
-2. look its root digest up on chain; if it is not registered, take the registration the caller
-   expects (or the latest one this workspace made under the same artifact name), so that the
-   error can name the file that differs;
+2. look up R's registration of its root digest; if R has none, take the registration of R the
+   caller expects (or the latest one this workspace made under the same artifact name), so
+   that the error can name the file that differs; a digest that only other accounts
+   registered is refused naming them and R (:class:`RegisteredByOther`);
 3. read the registered statement from the blobs and check its SHA-256 against the chain;
-4. verify the DSSE signature under the trusted keys (DSSE protocol.md) and parse the statement
-   as a model-signing manifest whose subject is the registered digest;
+4. verify the DSSE signature under the trusted keys (DSSE protocol.md), check that the signed
+   statement names R as its registrant, and parse it as a model-signing manifest whose
+   subject is the registered digest;
 5. compare the manifest with the files (:func:`~ailedger.provenance.digest.verify_manifest`).
 
 Lineage is the graph of parents: a parent must be registered before its child, so the graph
@@ -30,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +48,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ailedger._fs import write_atomic
+from ailedger._input import parse_json
 from ailedger.auditlog.events import record_event
 from ailedger.crypto.canonical import canonical_json
 from ailedger.errors import InputError, VerificationError, WorkspaceError
@@ -48,6 +59,8 @@ from ailedger.ledger.provenance import (
     ChainRegistration,
     ProvenanceRegistry,
     UnknownParent,
+    check_parents,
+    parse_address,
 )
 from ailedger.provenance.digest import Manifest, digest_artifact, verify_manifest
 from ailedger.provenance.dsse import TrustedKey, sign_statement, verify_envelope
@@ -55,28 +68,49 @@ from ailedger.workspace import Workspace
 
 __all__ = [
     "KINDS",
+    "REGISTRANT_ANNOTATION",
     "AlreadyRegistered",
     "NotRegistered",
+    "RegisteredByOther",
     "Registration",
     "StatementNotFound",
     "UnknownParent",
     "Verification",
+    "import_statement",
     "load_statement",
     "lookup",
+    "parse_address",
     "parse_digest",
+    "parse_parent",
     "provenance_registry",
     "register_artifact",
+    "statement_registrant",
     "verify_artifact",
 ]
 
 #: artifact kinds and their codes on chain
 KINDS: dict[str, int] = {"dataset": 1, "model": 2}
+#: the subject annotation of a signed statement that names its registrant's address
+REGISTRANT_ANNOTATION = "ailedger/registrant"
 _KIND_NAMES = {code: name for name, code in KINDS.items()}
 _INDEX_FILE = "provenance.json"
+#: the largest signed statement read from the blobs or imported (a manifest of many files)
+_MAX_STATEMENT_BYTES = 64 * 1024 * 1024
 
 
 class NotRegistered(VerificationError):
     """No registration matches the artifact (it is unknown, or it changed)."""
+
+
+class RegisteredByOther(NotRegistered):
+    """The digest is registered, but only by accounts other than the trusted registrant."""
+
+    def __init__(self, digest: bytes, registrant: str, others: Sequence[str]) -> None:
+        self.digest, self.registrant, self.others = digest, registrant, tuple(others)
+        super().__init__(
+            f"0x{digest.hex()} is registered by {', '.join(others)}, not by the trusted "
+            f"registrant {registrant}: its registration is not accepted"
+        )
 
 
 class StatementNotFound(VerificationError):
@@ -85,13 +119,14 @@ class StatementNotFound(VerificationError):
 
 @dataclass(frozen=True, kw_only=True)
 class Registration:
-    """A registered artifact: its digest (the manifest's root), kind, owner and parents."""
+    """A registered artifact: its digest (the manifest's root), kind, registrant (``owner``)
+    and parents, each a ``(registrant, digest)`` pair."""
 
     digest: bytes
     kind: str
     owner: str
     statement_digest: bytes
-    parents: tuple[bytes, ...]
+    parents: tuple[tuple[str, bytes], ...]
     block_number: int
     timestamp: int
     receipt: Receipt | None = field(default=None, compare=False, repr=False)
@@ -109,13 +144,18 @@ class Registration:
             receipt=receipt,
         )
 
+    @property
+    def ref(self) -> tuple[str, bytes]:
+        """``(owner, digest)``: how a child names this registration as its parent."""
+        return (self.owner, self.digest)
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "digest": "0x" + self.digest.hex(),
             "kind": self.kind,
             "owner": self.owner,
             "statement_digest": "0x" + self.statement_digest.hex(),
-            "parents": ["0x" + p.hex() for p in self.parents],
+            "parents": [{"owner": o, "digest": "0x" + d.hex()} for o, d in self.parents],
             "block_number": self.block_number,
             "timestamp": self.timestamp,
         }
@@ -157,6 +197,17 @@ def parse_digest(text: str, what: str = "digest") -> bytes:
         ) from exc
 
 
+def parse_parent(text: str, default_owner: str, what: str = "parent") -> tuple[str, bytes]:
+    """Parse ``DIGEST`` (registered by ``default_owner``) or ``ADDRESS:DIGEST`` (registered by
+    the account ADDRESS) into an ``(owner, digest)`` pair."""
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be DIGEST or ADDRESS:DIGEST")
+    owner, sep, digest = text.rpartition(":")
+    if not sep:
+        return parse_address(default_owner, what), parse_digest(text, what)
+    return parse_address(owner.strip(), f"{what} registrant"), parse_digest(digest.strip(), what)
+
+
 def provenance_registry(workspace: Workspace, ledger: Ledger) -> ProvenanceRegistry:
     """The workspace's ``ProvenanceRegistry`` on ``ledger``'s chain.
 
@@ -174,46 +225,51 @@ def register_artifact(
     *,
     kind: str,
     signing_key: Ed25519PrivateKey,
-    parents: Iterable[bytes] = (),
+    parents: Iterable[bytes | tuple[str, bytes]] = (),
     ignore: Iterable[str] = (),
     allow_symlinks: bool = False,
 ) -> Registration:
-    """Hash, sign and register the file or folder at ``path`` (see the module docstring).
+    """Hash, sign and register the file or folder at ``path`` under the ledger's account (see
+    the module docstring).
 
-    Raises :class:`AlreadyRegistered` when the digest is registered already (by anyone),
-    :class:`UnknownParent` for a parent that is not registered, :class:`InputError` for a bad
-    kind or path and :class:`~ailedger.provenance.digest.FileChanged` when a file changes while
-    it is hashed. On any failure the chain is untouched and no new blob is left behind.
+    A parent is ``(registrant, digest)``, or a bare digest for one the ledger's account
+    registered. Raises :class:`AlreadyRegistered` when this account registered the digest
+    already (another account's registration of it is no obstacle), :class:`UnknownParent`
+    for a parent that is not registered, :class:`InputError` for a bad kind or path and
+    :class:`~ailedger.provenance.digest.FileChanged` when a file changes while it is hashed.
+    On any failure the chain is untouched and no new blob is left behind.
     """
     if kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    parent_list = tuple(parents)
-    if len(parent_list) > MAX_PARENTS:
-        raise InputError(f"at most {MAX_PARENTS} parents, got {len(parent_list)}")
-    if len(set(parent_list)) != len(parent_list):
-        raise InputError("a parent is listed twice")
+    account = parse_address(ledger.account, "the ledger's account")
+    given = list(parents)
+    if len(given) > MAX_PARENTS:
+        raise InputError(f"at most {MAX_PARENTS} parents, got {len(given)}")
+    parent_list = check_parents([(account, p) if isinstance(p, bytes) else p for p in given])
     registry = provenance_registry(workspace, ledger)
     manifest = digest_artifact(path, ignore=ignore, allow_symlinks=allow_symlinks)
     digest = bytes.fromhex(manifest.root_digest)
-    existing = registry.registration(digest)
+    existing = registry.registration(account, digest)
     if existing is not None:
         raise AlreadyRegistered(
             digest,
-            f"as {_KIND_NAMES.get(existing.kind, existing.kind)} by {existing.owner} "
+            f"as {_KIND_NAMES.get(existing.kind, existing.kind)} by this account {account} "
             f"in block {existing.block_number}",
         )
-    for parent in parent_list:
-        if parent == digest:
+    for owner, parent in parent_list:
+        if (owner, parent) == (account, digest):
             raise InputError("an artifact cannot be its own parent")
-        if not registry.is_registered(parent):
-            raise UnknownParent(f"parent 0x{parent.hex()} is not registered on chain")
-    envelope = sign_statement(manifest.to_statement(), signing_key)
+        if not registry.is_registered(owner, parent):
+            raise UnknownParent(f"parent 0x{parent.hex()} is not registered by {owner}")
+    statement = manifest.to_statement()
+    statement["subject"][0]["annotations"] = {REGISTRANT_ANNOTATION: account}
+    envelope = sign_statement(statement, signing_key)
     blob = canonical_json(envelope)
     statement_digest = hashlib.sha256(blob).digest()
     blob_path = _blob_path(workspace, statement_digest)
     created = not blob_path.exists()
     if created:
-        write_atomic(blob_path, blob, mode=0o644)
+        write_atomic(blob_path, blob, mode=0o600)
     try:
         receipt = registry.register(digest, KINDS[kind], statement_digest, parent_list)
     except BaseException:
@@ -221,7 +277,7 @@ def register_artifact(
             blob_path.unlink(missing_ok=True)
         raise
     _remember_name(workspace, manifest.model_name, digest)
-    record = registry.registration(digest)
+    record = registry.registration(account, digest)
     assert record is not None
     registration = Registration.from_chain(record, receipt)
     record_event(
@@ -232,9 +288,13 @@ def register_artifact(
     return registration
 
 
-def lookup(workspace: Workspace, ledger: Ledger, digest: bytes) -> Registration | None:
-    """The registration of ``digest`` on ``ledger``'s chain, or None."""
-    record = provenance_registry(workspace, ledger).registration(digest)
+def lookup(
+    workspace: Workspace, ledger: Ledger, digest: bytes, *, owner: str | None = None
+) -> Registration | None:
+    """``owner``'s registration of ``digest`` (default owner: the workspace's own account),
+    or None."""
+    registrant = _registrant(workspace, owner)
+    record = provenance_registry(workspace, ledger).registration(registrant, digest)
     return None if record is None else Registration.from_chain(record)
 
 
@@ -242,15 +302,17 @@ def load_statement(workspace: Workspace, registration: Registration) -> dict[str
     """The DSSE envelope a registration names, read from the blobs (signature not checked).
 
     Raises :class:`StatementNotFound` when the blob is absent and :class:`VerificationError`
-    when its SHA-256 differs from the one on chain.
+    when its SHA-256 differs from the one on chain or it is not a JSON object.
     """
     path = _blob_path(workspace, registration.statement_digest)
     try:
-        blob = path.read_bytes()
+        with path.open("rb") as fh:
+            blob = fh.read(_MAX_STATEMENT_BYTES + 1)
     except FileNotFoundError as exc:
         raise StatementNotFound(
             f"the signed statement 0x{registration.statement_digest.hex()} of "
-            f"0x{registration.digest.hex()} is not in this workspace's blobs"
+            f"0x{registration.digest.hex()} is not in this workspace's blobs (import it with "
+            "`provenance verify --statement FILE`)"
         ) from exc
     except OSError as exc:
         raise WorkspaceError(f"cannot read {path}: {exc.strerror}") from exc
@@ -259,12 +321,48 @@ def load_statement(workspace: Workspace, registration: Registration) -> dict[str
             f"the stored statement {path.name} does not hash to its name: it was altered"
         )
     try:
-        envelope = json.loads(blob)
-    except ValueError as exc:
-        raise VerificationError(f"the stored statement {path.name} is not JSON") from exc
+        envelope = parse_json(blob, what=f"statement {path.name}", max_bytes=_MAX_STATEMENT_BYTES)
+    except InputError as exc:
+        raise VerificationError(str(exc)) from exc
     if not isinstance(envelope, dict):
         raise VerificationError(f"the stored statement {path.name} is not a DSSE envelope")
     return envelope
+
+
+def import_statement(workspace: Workspace, data: bytes) -> bytes:
+    """Store a signed statement (a DSSE envelope, as ``provenance statement`` prints it) in the
+    workspace's blobs as its RFC 8785 bytes, named by their SHA-256, which it returns.
+
+    Nothing is trusted on import: verification checks the hash against a registration and the
+    signature against the trusted keys. Raises :class:`InputError` for bytes that are not one
+    JSON object with a ``payload``.
+    """
+    envelope = parse_json(data, what="the signed statement", max_bytes=_MAX_STATEMENT_BYTES)
+    if not isinstance(envelope, dict) or "payload" not in envelope:
+        raise InputError("the signed statement is not a DSSE envelope")
+    blob = canonical_json(envelope)
+    digest = hashlib.sha256(blob).digest()
+    path = _blob_path(workspace, digest)
+    if not path.exists():
+        write_atomic(path, blob, mode=0o644)
+    return digest
+
+
+def statement_registrant(statement: Mapping[str, Any]) -> str | None:
+    """The registrant's address a signed statement names (checksum form), or None."""
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list) or len(subjects) != 1 or not isinstance(subjects[0], dict):
+        return None
+    annotations = subjects[0].get("annotations")
+    if not isinstance(annotations, dict):
+        return None
+    value = annotations.get(REGISTRANT_ANNOTATION)
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_address(value)
+    except InputError:
+        return None
 
 
 def verify_artifact(
@@ -274,13 +372,16 @@ def verify_artifact(
     *,
     trusted_keys: Sequence[TrustedKey],
     expected: bytes | None = None,
+    registrant: str | None = None,
 ) -> Verification:
-    """Check the files at ``path`` against their registration (steps in the module docstring).
+    """Check the files at ``path`` against ``registrant``'s registration (steps in the module
+    docstring); ``registrant`` defaults to the workspace's own account.
 
     ``expected`` names the digest the artifact should have; without it, a changed artifact is
     compared with the latest registration this workspace made under the same name. Raises
     :class:`~ailedger.provenance.digest.ManifestMismatch` naming the first differing file,
-    :class:`NotRegistered` when nothing to compare with is registered,
+    :class:`NotRegistered` when nothing to compare with is registered by ``registrant``
+    (:class:`RegisteredByOther` when other accounts registered the digest),
     :class:`SignatureError` when no trusted key signed the statement.
     """
     registry = provenance_registry(workspace, ledger)
@@ -292,6 +393,7 @@ def verify_artifact(
         trusted_keys=trusted_keys,
         expected=expected,
         recheck=lambda manifest: verify_manifest(path, manifest),
+        registrant=registrant,
     )
 
 
@@ -303,6 +405,7 @@ def resolve(
     trusted_keys: Sequence[TrustedKey],
     expected: bytes | None,
     recheck: Callable[[Manifest], None],
+    registrant: str | None = None,
 ) -> Verification:
     """Steps 2-5 of verification for an artifact already hashed into ``computed``.
 
@@ -312,8 +415,9 @@ def resolve(
     """
     if not trusted_keys:
         raise InputError("give at least one trusted public key")
+    owner = _registrant(workspace, registrant)
     digest = bytes.fromhex(computed.root_digest)
-    record = registry.registration(digest)
+    record = registry.registration(owner, digest)
     if record is not None:
         registration = Registration.from_chain(record)
         manifest, envelope = _trusted_manifest(workspace, registration, trusted_keys)
@@ -325,19 +429,33 @@ def resolve(
     else:
         candidates = list(reversed(_names(workspace).get(computed.model_name, [])))
     for candidate in candidates:
-        record = registry.registration(candidate)
+        record = registry.registration(owner, candidate)
         if record is None:
             if expected is not None:
-                raise NotRegistered(f"the expected digest 0x{candidate.hex()} is not registered")
+                others = registry.registrants(candidate)
+                if others:
+                    raise RegisteredByOther(candidate, owner, others)
+                raise NotRegistered(
+                    f"the expected digest 0x{candidate.hex()} is not registered by {owner}"
+                )
             continue
         registration = Registration.from_chain(record)
         manifest, envelope = _trusted_manifest(workspace, registration, trusted_keys)
         recheck(manifest)
         return Verification(registration=registration, manifest=manifest, envelope=envelope)
+    others = registry.registrants(digest)
+    if others:
+        raise RegisteredByOther(digest, owner, others)
     raise NotRegistered(
-        f"{computed.model_name!r} (digest 0x{digest.hex()}) is not registered on chain "
-        f"{registry.ledger.chain_id}"
+        f"{computed.model_name!r} (digest 0x{digest.hex()}) is not registered by {owner} on "
+        f"chain {registry.ledger.chain_id}"
     )
+
+
+def _registrant(workspace: Workspace, registrant: str | None) -> str:
+    if registrant is None:
+        return parse_address(workspace.keystore().address, "the workspace's account")
+    return parse_address(registrant, "registrant")
 
 
 def _trusted_manifest(
@@ -345,6 +463,17 @@ def _trusted_manifest(
 ) -> tuple[Manifest, dict[str, Any]]:
     envelope = load_statement(workspace, registration)
     statement = verify_envelope(envelope, trusted_keys)
+    named = statement_registrant(statement)
+    if named is None:
+        raise VerificationError(
+            f"the signed statement of 0x{registration.digest.hex()} names no registrant: it "
+            f"cannot be bound to {registration.owner}"
+        )
+    if named != registration.owner:
+        raise VerificationError(
+            f"the signed statement of 0x{registration.digest.hex()} names registrant {named}, "
+            f"but it is registered by {registration.owner}"
+        )
     try:
         manifest = Manifest.from_statement(statement)
     except InputError as exc:

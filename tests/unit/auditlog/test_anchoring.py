@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_anchor_covers_the_log_and_verifies(chain: Chain, log: AuditLog, tmp_pat
     log.append_many({"i": i} for i in range(1000, 1500))
     second = anchorer.anchor()
     assert second is not None and second.size == 1500
-    claims = chain_anchors(registry, log.origin_hash)
+    claims = chain_anchors(registry, log.origin_hash, operator=anchorer.operator)
     assert [(c.size, c.root) for c in claims] == [(1000, log.root(1000)), (1500, log.root())]
     log.export(tmp_path / "export")
     report = verify_export(
@@ -88,7 +89,8 @@ def test_outage_delays_anchoring_and_loses_nothing(own_anvil: AnvilNode, log: Au
     made = service.step()
     assert made is not None and made.size == 30
     assert service.last_error is None
-    assert [c.size for c in chain_anchors(registry, log.origin_hash)] == [10, 30]
+    claims = chain_anchors(registry, log.origin_hash, operator=anchorer.operator)
+    assert [c.size for c in claims] == [10, 30]
 
 
 def test_reorg_that_drops_an_anchor_is_resent(anvil: AnvilNode, log: AuditLog) -> None:
@@ -104,11 +106,11 @@ def test_reorg_that_drops_an_anchor_is_resent(anvil: AnvilNode, log: AuditLog) -
     made = anchorer.anchor()
     assert made is not None and made.status == "anchored"  # one block deep, 3 needed
     anvil.rpc("evm_revert", snapshot)
-    assert registry.latest(log.origin_hash) is None
+    assert registry.latest(signer.address, log.origin_hash) is None
     records = anchorer.refresh()
     assert records[-1].status in ("anchored", "final")
     assert records[-1].block_number is not None
-    latest = registry.latest(log.origin_hash)
+    latest = registry.latest(signer.address, log.origin_hash)
     assert latest is not None and (latest.size, latest.root) == (20, log.root())
     anvil.rpc("evm_mine")
     anvil.rpc("evm_mine")
@@ -119,7 +121,8 @@ def test_anchor_of_a_rewritten_log_is_caught(chain: Chain, log: AuditLog, tmp_pa
     registry = AnchorRegistry.deploy(chain.ledger(new_signer()))
     key = Ed25519PrivateKey.generate()
     log.append_many({"i": i} for i in range(30))
-    Anchorer(log=log, registry=registry, key=key).anchor()
+    anchorer = Anchorer(log=log, registry=registry, key=key)
+    anchorer.anchor()
     rewritten = AuditLog.open(tmp_path / "rewritten.sqlite", origin=log.origin)
     rewritten.append_many({"i": i if i != 3 else -3} for i in range(40))
     rewritten.checkpoint(key)
@@ -129,5 +132,123 @@ def test_anchor_of_a_rewritten_log_is_caught(chain: Chain, log: AuditLog, tmp_pa
         verify_export(
             DirectorySource(tmp_path / "rewritten"),
             log.verifier(key.public_key()),
-            anchors=chain_anchors(registry, log.origin_hash),
+            anchors=chain_anchors(registry, log.origin_hash, operator=anchorer.operator),
         )
+
+
+def test_a_squatter_cannot_claim_or_block_the_origin(
+    chain: Chain, log: AuditLog, tmp_path: Path
+) -> None:
+    """Issue 11, item 1: another account anchors the log's origin first, at size 2**64-1."""
+    operator, squatter = new_signer(), new_signer()
+    registry = AnchorRegistry.deploy(chain.ledger(operator))
+    squatting = AnchorRegistry(ledger=chain.ledger(squatter), address=registry.address)
+    squatting.anchor(log.origin_hash, 2**64 - 1, b"\x66" * 32)
+    key = Ed25519PrivateKey.generate()
+    anchorer = Anchorer(log=log, registry=registry, key=key)
+    log.append_many({"i": i} for i in range(12))
+    made = anchorer.anchor()
+    assert made is not None and made.size == 12
+    claims = chain_anchors(registry, log.origin_hash, operator=operator.address)
+    assert [(c.size, c.root) for c in claims] == [(12, log.root())]
+    log.export(tmp_path / "export")
+    report = verify_export(
+        DirectorySource(tmp_path / "export"), log.verifier(key.public_key()), anchors=claims
+    )
+    assert report.anchors == 1
+    # what the squatter anchored is its own claim, and a verifier reading it would refuse
+    squatted = chain_anchors(registry, log.origin_hash, operator=squatter.address)
+    with pytest.raises(VerificationError, match="truncated or rolled back"):
+        verify_export(
+            DirectorySource(tmp_path / "export"), log.verifier(key.public_key()), anchors=squatted
+        )
+
+
+def _restore_and_fork(log_path: Path, backup: Path, origin: str, records: list[dict[str, int]]):  # type: ignore[no-untyped-def]
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(log_path) + suffix).unlink(missing_ok=True)
+    shutil.copy(backup, log_path)
+    restored = AuditLog.open(log_path, origin=origin)
+    restored.append_many(records)
+    return restored
+
+
+def test_a_restored_backup_that_forks_is_not_anchored(chain: Chain, tmp_path: Path) -> None:
+    """Issue 11, item 7: restore an older log.sqlite, append other entries, anchor: refused."""
+    path, backup = tmp_path / "log.sqlite", tmp_path / "backup.sqlite"
+    registry = AnchorRegistry.deploy(chain.ledger(new_signer()))
+    key = Ed25519PrivateKey.generate()
+    with AuditLog.open(path, origin="fork.example/log") as log:
+        log.append_many({"i": i} for i in range(5))
+        Anchorer(log=log, registry=registry, key=key).anchor()
+    shutil.copy(path, backup)  # the backup holds 5 entries, anchored
+    with AuditLog.open(path, origin="fork.example/log") as log:
+        log.append_many({"i": i} for i in range(5, 10))
+        Anchorer(log=log, registry=registry, key=key).anchor()
+        published = log.root(10)
+    block = registry.ledger.block_number()
+    forked = _restore_and_fork(path, backup, "fork.example/log", [{"other": i} for i in range(7)])
+    with forked:
+        assert forked.size == 12
+        checkpoints = forked.checkpoints()
+        with pytest.raises(VerificationError) as info:
+            Anchorer(log=forked, registry=registry, key=key).anchor()
+        message = str(info.value)
+        assert "anchor #1" in message and "size 10" in message
+        assert published.hex() in message and forked.root(10).hex() in message
+        assert "restore the newest backup" in message.lower()
+        assert forked.checkpoints() == checkpoints  # nothing signed
+    assert registry.ledger.block_number() == block  # nothing anchored
+    claims = chain_anchors(registry, forked.origin_hash, operator=registry.ledger.account)
+    assert [c.size for c in claims] == [5, 10]
+
+
+def test_a_restored_backup_smaller_than_an_anchor_is_refused(chain: Chain, tmp_path: Path) -> None:
+    path, backup = tmp_path / "log.sqlite", tmp_path / "backup.sqlite"
+    registry = AnchorRegistry.deploy(chain.ledger(new_signer()))
+    key = Ed25519PrivateKey.generate()
+    with AuditLog.open(path, origin="old.example/log") as log:
+        log.append_many({"i": i} for i in range(3))
+    shutil.copy(path, backup)
+    with AuditLog.open(path, origin="old.example/log") as log:
+        log.append_many({"i": i} for i in range(3, 8))
+        Anchorer(log=log, registry=registry, key=key).anchor()
+    forked = _restore_and_fork(path, backup, "old.example/log", [{"x": 1}])
+    with forked, pytest.raises(VerificationError, match=r"anchor #0 .* covers 8 entries.*only 4"):
+        Anchorer(log=forked, registry=registry, key=key).anchor()
+
+
+def test_the_same_history_restored_and_replayed_still_anchors(chain: Chain, tmp_path: Path) -> None:
+    """Restoring a backup and appending the very entries that were lost is no fork."""
+    path, backup = tmp_path / "log.sqlite", tmp_path / "backup.sqlite"
+    registry = AnchorRegistry.deploy(chain.ledger(new_signer()))
+    key = Ed25519PrivateKey.generate()
+    with AuditLog.open(path, origin="same.example/log") as log:
+        log.append_many({"i": i} for i in range(3))
+    shutil.copy(path, backup)
+    with AuditLog.open(path, origin="same.example/log") as log:
+        log.append_many({"i": i} for i in range(3, 6))
+        Anchorer(log=log, registry=registry, key=key).anchor()
+    replayed = _restore_and_fork(path, backup, "same.example/log", [{"i": i} for i in range(3, 9)])
+    with replayed:
+        made = Anchorer(log=replayed, registry=registry, key=key).anchor()
+        assert made is not None and made.size == 9
+
+
+def test_a_service_checks_only_new_anchors_but_catches_a_conflict(
+    chain: Chain, log: AuditLog
+) -> None:
+    registry = AnchorRegistry.deploy(chain.ledger(new_signer()))
+    anchorer = Anchorer(log=log, registry=registry, key=Ed25519PrivateKey.generate())
+    for n in range(3):
+        log.append({"n": n})
+        assert anchorer.anchor() is not None
+    assert anchorer.check() is not None and anchorer.check().size == 3  # type: ignore[union-attr]
+    # an anchor this account sent by other means, for a history the log does not have
+    registry.anchor(log.origin_hash, 4, b"\x44" * 32)
+    log.append({"n": 3})
+    with pytest.raises(VerificationError, match="anchor #3"):
+        anchorer.anchor()
+    service = AnchorService(anchorer, every_entries=1, every_seconds=3600)
+    assert service.step() is None  # the service never raises into the application
+    assert isinstance(service.last_error, VerificationError)

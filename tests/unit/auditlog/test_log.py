@@ -231,3 +231,90 @@ def test_export_is_c2sp_tiles(log: AuditLog, tmp_path: Path) -> None:
     report = verify_export(DirectorySource(out), log.verifier(key.public_key()))
     assert report.size == 70000
     assert report.root == log.root()
+
+
+# -- one append_many is all or nothing; hostile stored data is a VerificationError ---------------
+
+
+def test_append_many_is_all_or_nothing_across_batches(log: AuditLog, tmp_path: Path) -> None:
+    log.append({"before": True})
+    root = log.root()
+
+    def records() -> object:
+        for i in range(10_000):  # three batches of 4,096 are written before record 9,001
+            yield {"i": i, "pad": "x" * (70_000 if i == 9_000 else 10)}
+
+    with pytest.raises(InputError, match="at most 65535 bytes"):
+        log.append_many(records())  # type: ignore[arg-type]
+    assert (log.size, log.stored_count(), log.root()) == (1, 1, root)
+    with AuditLog.open(tmp_path / "log.sqlite", writable=False) as reader:
+        assert reader.size == 1
+    # the tree was rolled back too: the same records then give the reference root
+    assert log.append_many({"i": i} for i in range(10_000)) == range(1, 10_001)
+    assert log.root() == _merkle.root_from_leaf_hashes(leaves_of(log))
+
+
+def test_append_many_rolls_back_on_any_failure(log: AuditLog) -> None:
+    def records() -> object:
+        for i in range(5_000):
+            yield {"i": i}
+        raise OSError("the input stream broke")
+
+    with pytest.raises(OSError, match="the input stream broke"):
+        log.append_many(records())  # type: ignore[arg-type]
+    assert (log.size, log.stored_count()) == (0, 0)
+    assert log.append({"after": 1}) == 0  # the sequencer's path still works
+
+
+def test_sensitive_field_named_twice_is_committed_once(log: AuditLog) -> None:
+    index = log.append_many([{"ssn": "123", "n": 1}], sensitive=("ssn", "ssn"))[0]
+    assert log.show(index).private == {"ssn": "123"}
+
+
+def test_records_nested_too_deeply_are_refused(log: AuditLog) -> None:
+    deep: object = 1
+    for _ in range(65):
+        deep = [deep]
+    with pytest.raises(InputError, match="nested deeper than 64 levels"):
+        log.append_many([{"fine": [[["x"]]]}, {"deep": deep}])
+    assert log.size == 0
+    assert log.append_many([{"brackets": "[{" * 100}]) == range(1)  # inside a string: fine
+
+
+@pytest.mark.parametrize("index", [2**64, 2**63, 3, -1])
+def test_index_out_of_range_is_input_error(log: AuditLog, index: int) -> None:
+    log.append_many({"i": i} for i in range(3))
+    with pytest.raises(InputError, match=f"the log has no entry {index} \\(size 3\\)"):
+        log.show(index)
+    with pytest.raises(InputError, match="no entry"):
+        log.erase(index)
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("UPDATE entries SET data = 'a text row' WHERE idx = 1", "entry 1 is stored as TEXT"),
+        ("UPDATE entries SET data = 42 WHERE idx = 1", "entry 1 is stored as INTEGER"),
+        ("UPDATE entries SET data = x'7b6e6f74' WHERE idx = 1", "stored entry 1: not JSON"),
+        ("UPDATE entries SET data = x'ff' WHERE idx = 1", "stored entry 1: not UTF-8"),
+        ("UPDATE entries SET data = x'5b315d' WHERE idx = 1", "entry 1 is not a JSON object"),
+        ("DELETE FROM entries WHERE idx = 1", "entry 1 is missing"),
+        ("UPDATE private SET nonce = 'text' WHERE idx = 1", "private value 'ssn' of entry 1"),
+        ("UPDATE private SET ciphertext = x'00' WHERE idx = 1", "do not decrypt"),
+    ],
+)
+def test_wrongly_typed_stored_data_is_a_verification_error(
+    log: AuditLog, tmp_path: Path, sql: str, message: str
+) -> None:
+    log.append_many([{"ssn": str(i), "i": i} for i in range(3)], sensitive=("ssn",))
+    log.close()
+    with sqlite3.connect(tmp_path / "log.sqlite") as raw:
+        raw.execute(sql)
+    raw.close()
+    with AuditLog.open(tmp_path / "log.sqlite", writable=False) as reader:
+        with pytest.raises(VerificationError, match=message):
+            reader.show(1)
+        if "is stored as" in message:
+            with pytest.raises(VerificationError, match=message):
+                list(reader.entries())
+        assert reader.show(0).private == {"ssn": "0"}

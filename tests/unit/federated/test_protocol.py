@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,11 @@ from ailedger.federated.protocol import (
     model_digest,
     run_local,
 )
-from ailedger.federated.transport import BlobStore, blob_digest
+from ailedger.federated.transport import BlobServer, BlobStore, blob_digest
 from ailedger.ledger import Ledger, Receipt
 from ailedger.ledger.training import TrainingTask
-from tests.conftest import Chain, new_signer
+from tests.conftest import Chain, free_port, new_signer
+from tests.unit.federated.test_transport import HostilePeer, drip, reply
 
 DIM = 6
 MAX_NORM = 100.0
@@ -326,3 +328,173 @@ def test_demo_training_excludes_the_malicious_party(tmp_path: Path) -> None:
     )
     assert report["final_accuracy"] > 0.7
     assert len(lines) == 4
+
+
+# --------------------------------------------------------------------------- hostile endpoints
+
+
+class Unreachable(Party):
+    """A party whose blob is nowhere the others can fetch it: it keeps it aside and
+    announces ``endpoint`` (malformed, refusing, lying or dripping), so it computes what
+    the honest parties compute and the round still finalizes."""
+
+    def publish(self, blob: bytes) -> bytes:
+        return BlobStore(self.store.directory / "aside").put(blob)
+
+
+class NotUtf8(Unreachable):
+    """Announces bytes that are not UTF-8 (the contract takes any bytes as a string), with
+    calldata built by hand, as a hostile party would."""
+
+    def step(self) -> bool:
+        if self._announced:
+            return super().step()
+        self._announced = True
+        call = self.contract._contract.functions.announce(self.task, "ZZZZ")
+        data = call._encode_transaction_data().replace("5a5a5a5a", "ff3a2fc0")
+        ledger = self.contract.ledger
+        ledger.wait(ledger.send({"to": self.contract.address, "data": data, "gas": 200_000}))
+        return True
+
+
+def hostile_federation(
+    chain: Chain,
+    tmp_path: Path,
+    endpoints: list[str],
+    *,
+    fetch_timeout: float = 10.0,
+    kind: type[Party] = Unreachable,
+) -> tuple[TrainingTask, int, list[Party], list[Party]]:
+    """Three honest parties serving over HTTP (each its own store and server) and one
+    :class:`Unreachable` party per endpoint; runs one round and returns the parties."""
+    miner = chain.ledger(new_signer())
+    contract = TrainingTask.deploy(miner)
+    n = 3 + len(endpoints)
+    ledgers = [chain.ledger(new_signer()) for _ in range(n)]
+    spec = TaskSpec(
+        shape=(DIM,),
+        initial_digest=model_digest(np.zeros(DIM)),
+        rounds=1,
+        quorum=n // 2 + 1,
+        max_norm=MAX_NORM,
+        commit_blocks=3 * n + 4,
+        reveal_blocks=3 * n + 4,
+        attest_blocks=3 * n + 4,
+    )
+    task, _ = create_task(contract, spec, [lg.account for lg in ledgers])
+    parties: list[Party] = []
+    servers: list[BlobServer] = []
+    for i, ledger in enumerate(ledgers):
+        train, evaluate = linear_party(i)
+        store = BlobStore(tmp_path / f"party{i}")
+        server = BlobServer(store) if i < 3 else None
+        if server is not None:
+            servers.append(server)
+        parties.append(
+            (Party if i < 3 else kind)(
+                contract=contract.with_ledger(ledger),
+                task=task,
+                spec=spec,
+                initial_params=np.zeros(DIM),
+                train=train,
+                evaluate=evaluate,
+                store=store,
+                endpoint=server.url if server else endpoints[i - 3],
+                server=server,
+                fetch_timeout=fetch_timeout,
+            )
+        )
+    try:
+        run_local(parties, miner=miner)
+    finally:
+        for server in servers:
+            server.close()
+    return contract, task, parties[:3], parties[3:]
+
+
+ISSUE_CASES = ["unclosed-ipv6", "space", "liar"]
+ALL_CASES = [*ISSUE_CASES, "ftp", "no-host", "wildcard", "refused", "500", "too-large"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "cases"), [("embedded", ISSUE_CASES), ("anvil", ALL_CASES)]
+)  # the embedded chain's log queries are slow with many parties: the full list on anvil
+def test_hostile_endpoints_make_their_party_faulty_never_the_caller(
+    chain: Chain, tmp_path: Path, cases: list[str]
+) -> None:
+    liar = HostilePeer(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwrong"))
+    broken = HostilePeer(reply(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"))
+    huge = HostilePeer(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n"))
+    closed = f"http://127.0.0.1:{free_port()}"
+    known = {
+        "unclosed-ipv6": ("http://[::1", "malformed blob endpoint 'http://[::1'"),
+        "space": ("http://a b/", "malformed blob endpoint 'http://a b/': contains white space"),
+        "ftp": ("ftp://x", "malformed blob endpoint 'ftp://x': unsupported scheme 'ftp'"),
+        "no-host": ("http://", "malformed blob endpoint 'http://': no host"),
+        "wildcard": ("http://0.0.0.0:80", "is no address to fetch from"),
+        "refused": (closed, "is unreachable"),
+        "500": (broken.url, "answered 500"),
+        "too-large": (huge.url, "exceeds 67108864 bytes"),
+        "liar": (liar.url, "blob does not match its revealed digest"),
+    }
+    expected = dict(known[case] for case in cases)
+    try:
+        contract, task, honest, bad = hostile_federation(chain, tmp_path, list(expected))
+    finally:
+        for peer in (liar, broken, huge):
+            peer.close()
+    outcome = contract.outcome(task, 0)
+    assert outcome.status == "finalized"
+    assert outcome.aggregate_digest is not None
+    assert len({p.global_digest() for p in honest}) == 1
+    for party in honest:
+        report = party.reports[0]
+        assert report.aggregate_digest == outcome.aggregate_digest.hex()
+        assert sorted(report.accepted) == sorted(p.address for p in honest)
+        for odd, endpoint in zip(bad, expected, strict=True):
+            assert expected[endpoint] in report.rejected[odd.address], report.rejected
+            assert odd.address in report.flagged
+            assert report.scores[odd.address] == 0.0
+    # each honest server serves the task's blobs its party holds, nothing else of its store
+    digests = {p.address: contract.party_state(task, p.address).update_digest for p in honest}
+    for party in honest:
+        assert party.server is not None
+        assert all(party.server.allowed(d) for d in digests.values() if d is not None)
+        assert not any(
+            party.server.allowed(contract.party_state(task, odd.address).update_digest or b"")
+            for odd in bad
+        )
+        assert not party.server.allowed(party.store.put(b"another task's blob"))
+
+
+@pytest.mark.parametrize("backend", ["anvil"])
+def test_an_endpoint_that_is_not_utf8_makes_its_party_faulty(chain: Chain, tmp_path: Path) -> None:
+    contract, task, honest, (odd,) = hostile_federation(chain, tmp_path, [""], kind=NotUtf8)
+    assert contract.endpoints(task)[odd.address] == "\ufffd:/\ufffd"
+    assert contract.outcome(task, 0).status == "finalized"
+    for party in honest:
+        reason = party.reports[0].rejected[odd.address]
+        assert reason.startswith("blob unavailable: malformed blob endpoint '\ufffd:/\ufffd'")
+
+
+@pytest.mark.parametrize("backend", ["anvil"])
+def test_slow_drip_parties_cannot_stall_the_round(chain: Chain, tmp_path: Path) -> None:
+    trickle = b"HTTP/1.1 200 OK\r\nContent-Length: 9999\r\n\r\n" + b"x" * 99
+    dripping = [HostilePeer(drip(trickle)) for _ in range(2)]
+    started = time.monotonic()
+    try:
+        contract, task, honest, slow = hostile_federation(
+            chain, tmp_path, [p.url for p in dripping], fetch_timeout=1.0
+        )
+    finally:
+        for peer in dripping:
+            peer.close()
+    assert contract.outcome(task, 0).status == "finalized"
+    for party in honest:
+        assert sorted(party.reports[0].accepted) == sorted(p.address for p in honest)
+        for odd, peer in zip(slow, dripping, strict=True):
+            reason = party.reports[0].rejected[odd.address]
+            assert reason.startswith(f"blob unavailable: {peer.url}/")
+            assert "did not deliver within 1 s" in reason
+    # five parties, each waiting at most 2 x fetch_timeout for both dripping blobs together
+    assert time.monotonic() - started < 60

@@ -29,9 +29,9 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
         assert two.block_number() == block
         assert two.balance() == balance
         again = AnchorRegistry(ledger=two, address=registry.address)
-        assert again.latest(origin) is not None
+        assert again.latest(signer.address, origin) is not None
         again.anchor(origin, 9, b"\x09" * 32)
-        assert [a.size for a in again.anchors(origin)] == [4, 9]
+        assert [a.size for a in again.anchors(signer.address, origin)] == [4, 9]
 
 
 def test_genesis_balances_apply_only_to_a_new_chain(tmp_path: Path) -> None:
@@ -55,7 +55,10 @@ def test_a_failed_transaction_leaves_the_state_unchanged(tmp_path: Path) -> None
         assert led.block_number() == block
     with Ledger.embedded(tmp_path) as reopened:
         assert reopened.block_number() == block
-        assert AnchorRegistry(ledger=reopened, address=registry.address).count(origin) == 1
+        assert (
+            AnchorRegistry(ledger=reopened, address=registry.address).count(signer.address, origin)
+            == 1
+        )
 
 
 def test_second_process_is_refused_while_the_chain_is_open(tmp_path: Path) -> None:

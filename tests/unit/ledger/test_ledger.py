@@ -19,19 +19,19 @@ def test_anchor_and_read_back(chain: Chain) -> None:
     ledger = chain.ledger(new_signer())
     registry = AnchorRegistry.deploy(ledger)
     origin = h("example.org/log")
+    me = ledger.account
     receipts = [registry.anchor(origin, size, h(f"root {size}")) for size in (1, 2, 10)]
     assert [r.block_number for r in receipts] == sorted(r.block_number for r in receipts)
     assert all(r.gas_used > 21000 for r in receipts)
-    assert registry.count(origin) == 3
-    assert [a.size for a in registry.anchors(origin)] == [1, 2, 10]
-    latest = registry.latest(origin)
+    assert registry.count(me, origin) == 3
+    assert [a.size for a in registry.anchors(me, origin)] == [1, 2, 10]
+    latest = registry.latest(me, origin)
     assert latest is not None
-    assert (latest.size, latest.root, latest.index) == (10, h("root 10"), 2)
+    assert (latest.size, latest.root, latest.index, latest.anchorer) == (10, h("root 10"), 2, me)
     assert latest.block_number == receipts[-1].block_number
-    assert registry.anchor_at(origin, 1).root == h("root 2")
-    assert registry.owner(origin) == ledger.account
-    assert registry.latest(h("other")) is None
-    assert registry.owner(h("other")) is None
+    assert registry.anchor_at(me, origin, 1).root == h("root 2")
+    assert registry.latest(me, h("other")) is None
+    assert registry.latest(new_signer().address, origin) is None  # another account has none
 
 
 def test_anchored_event_is_emitted(chain: Chain) -> None:
@@ -40,7 +40,9 @@ def test_anchored_event_is_emitted(chain: Chain) -> None:
     origin = h("events")
     registry.anchor(origin, 7, h("r"))
     contract = ledger.contract(load_artifact("AnchorRegistry"), registry.address)
-    logs = ledger.logs(contract, "Anchored", argument_filters={"origin": origin})
+    logs = ledger.logs(
+        contract, "Anchored", argument_filters={"anchorer": ledger.account, "origin": origin}
+    )
     assert len(logs) == 1
     args = logs[0]["args"]
     assert (args["size"], args["root"], args["index"]) == (7, h("r"), 0)
@@ -56,21 +58,29 @@ def test_size_must_increase(chain: Chain, size: int) -> None:
     with pytest.raises(TransactionReverted) as info:
         registry.anchor(origin, size, h("b"))
     assert info.value.reason == "size must increase"
-    assert registry.count(origin) == 1
+    assert registry.count(ledger.account, origin) == 1
 
 
-def test_only_the_first_anchorer_owns_an_origin(chain: Chain) -> None:
-    owner, intruder = new_signer(), new_signer()
+def test_anchors_are_kept_per_account(chain: Chain) -> None:
+    """A squatter anchoring an origin first (even at the largest size) claims nothing for
+    another account: the owner still anchors it, and each reads only its own anchors."""
+    owner, squatter = new_signer(), new_signer()
     ledger = chain.ledger(owner)
     registry = AnchorRegistry.deploy(ledger)
     origin = h("owned")
+    theirs = AnchorRegistry(ledger=chain.ledger(squatter), address=registry.address)
+    theirs.anchor(origin, 2**64 - 1, h("squat"))
     registry.anchor(origin, 1, h("a"))
-    other = AnchorRegistry(ledger=chain.ledger(intruder), address=registry.address)
-    with pytest.raises(TransactionReverted, match="origin owned by another account"):
-        other.anchor(origin, 2, h("b"))
-    other.anchor(h("intruder's own"), 1, h("c"))
-    assert registry.owner(h("intruder's own")) == intruder.address
-    assert registry.count(origin) == 1
+    registry.anchor(origin, 2, h("b"))
+    assert [(a.size, a.root) for a in registry.anchors(owner.address, origin)] == [
+        (1, h("a")),
+        (2, h("b")),
+    ]
+    assert [a.size for a in registry.anchors(squatter.address, origin)] == [2**64 - 1]
+    assert registry.latest(owner.address, origin).size == 2  # type: ignore[union-attr]
+    with pytest.raises(TransactionReverted, match="size must increase"):
+        theirs.anchor(origin, 3, h("c"))  # its own history still only grows
+    assert registry.count(squatter.address, origin) == 1
 
 
 def test_several_transactions_in_flight(chain: Chain) -> None:
@@ -81,7 +91,7 @@ def test_several_transactions_in_flight(chain: Chain) -> None:
     assert [p.nonce for p in pending] == list(range(pending[0].nonce, pending[0].nonce + 8))
     receipts = [ledger.wait(p) for p in pending]
     assert len({r.tx_hash for r in receipts}) == 8
-    assert [a.size for a in registry.anchors(origin)] == list(range(1, 9))
+    assert [a.size for a in registry.anchors(ledger.account, origin)] == list(range(1, 9))
 
 
 @pytest.mark.parametrize(
@@ -135,7 +145,8 @@ def test_reads_need_no_signer(chain: Chain) -> None:
     registry = AnchorRegistry.deploy(writer)
     registry.anchor(h("r"), 3, h("x"))
     reader = chain.ledger(None)
-    assert AnchorRegistry(ledger=reader, address=registry.address).count(h("r")) == 1
+    reading = AnchorRegistry(ledger=reader, address=registry.address)
+    assert reading.count(writer.account, h("r")) == 1
     with pytest.raises(LedgerError, match="no account"):
         AnchorRegistry(ledger=reader, address=registry.address).anchor(h("r"), 4, h("y"))
 

@@ -54,9 +54,9 @@ def test_node_killed_mid_run_then_back(own_anvil: AnvilNode) -> None:
         keep_anchoring()
     own_anvil.start()
     # The node restarted from its saved state: the next anchor works, nonces resynchronised.
-    done = registry.count(ORIGIN)
+    done = registry.count(signer.address, ORIGIN)
     registry.anchor(ORIGIN, 1000, b"\x03" * 32)
-    assert registry.count(ORIGIN) == done + 1
+    assert registry.count(signer.address, ORIGIN) == done + 1
 
 
 def test_reorg_dropping_a_transaction_is_detected_and_resent(anvil: AnvilNode) -> None:
@@ -69,10 +69,10 @@ def test_reorg_dropping_a_transaction_is_detected_and_resent(anvil: AnvilNode) -
     pending = registry.send_anchor(origin, 5, b"\x05" * 32)
     first = ledger.wait(pending)
     anvil.rpc("evm_revert", snapshot)
-    assert registry.count(origin) == 0
+    assert registry.count(signer.address, origin) == 0
     again = ledger.wait(pending)
     assert again.tx_hash == first.tx_hash
-    assert registry.count(origin) == 1
+    assert registry.count(signer.address, origin) == 1
 
 
 def test_confirmations_wait_for_later_blocks(anvil: AnvilNode) -> None:

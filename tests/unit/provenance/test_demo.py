@@ -20,7 +20,9 @@ def test_demo_registers_lineage_and_loads_the_model(tmp_path: Path) -> None:
     report = demo_provenance(ws, "demo", data, model)
     assert report["verified"] is True
     assert report["loaded"] == "dict"
-    assert report["model"]["parents"] == [report["dataset"]["digest"]]
+    dataset = report["dataset"]
+    assert report["model"]["parents"] == [{"owner": dataset["owner"], "digest": dataset["digest"]}]
+    assert report["model"]["owner"] == dataset["owner"] == ws.keystore().address
     assert report["lineage"] == [report["model"]["digest"], report["dataset"]["digest"]]
 
     with pytest.raises(AlreadyRegistered, match="already registered"):

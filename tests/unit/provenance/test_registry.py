@@ -30,14 +30,16 @@ from ailedger.ledger import AnchorRegistry
 from ailedger.ledger.provenance import AlreadyRegistered, ProvenanceRegistry, UnknownParent
 from ailedger.provenance import digest as digest_module
 from ailedger.provenance.digest import FileChanged, ManifestMismatch, digest_artifact
-from ailedger.provenance.dsse import sign_statement
+from ailedger.provenance.dsse import sign_statement, verify_envelope
 from ailedger.provenance.lineage import lineage, render_tree, write_graph
 from ailedger.provenance.registry import (
+    REGISTRANT_ANNOTATION,
     NotRegistered,
     load_statement,
     lookup,
     parse_digest,
     register_artifact,
+    statement_registrant,
     verify_artifact,
 )
 from tests.unit.provenance.conftest import Party
@@ -73,24 +75,32 @@ def test_register_dataset_and_model_with_lineage(alice: Party, dataset: Path, mo
     m = register_artifact(
         alice.ws, alice.ledger, model, kind="model", signing_key=alice.key, parents=[ds.digest]
     )
-    assert m.parents == (ds.digest,)
+    assert m.parents == ((alice.ledger.account, ds.digest),) == (ds.ref,)
     assert m.block_number > ds.block_number
     assert lookup(alice.ws, alice.ledger, m.digest) == m
 
     envelope = load_statement(alice.ws, m)
     assert hashlib.sha256(canonical_json(envelope)).digest() == m.statement_digest
     assert blobs(alice) == sorted([ds.statement_digest.hex(), m.statement_digest.hex()])
+    signed = verify_envelope(envelope, [alice.key.public_key()])
+    assert statement_registrant(signed) == alice.ledger.account
 
     graph = lineage(alice.ws, alice.ledger, m.digest)
-    assert set(graph.nodes) == {m.digest, ds.digest}
-    assert graph.edges() == [(ds.digest, m.digest)]
-    assert graph.names == {m.digest: "model.bin", ds.digest: "census"}
-    assert lineage(alice.ws, alice.ledger, ds.digest).children == (m.digest,)
+    assert set(graph.nodes) == {m.ref, ds.ref}
+    assert graph.edges() == [(ds.ref, m.ref)]
+    assert graph.names == {m.ref: "model.bin", ds.ref: "census"}
+    assert lineage(alice.ws, alice.ledger, ds.digest).children == (m.ref,)
     tree = render_tree(graph).splitlines()
     assert tree[0].startswith("model model.bin 0x" + m.digest.hex()[:16])
     assert tree[1].startswith("└── dataset census 0x" + ds.digest.hex()[:16])
+    account = alice.ledger.account
     assert graph.to_json()["edges"] == [
-        {"parent": "0x" + ds.digest.hex(), "child": "0x" + m.digest.hex()}
+        {
+            "parent": "0x" + ds.digest.hex(),
+            "parent_owner": account,
+            "child": "0x" + m.digest.hex(),
+            "child_owner": account,
+        }
     ]
 
 
@@ -184,7 +194,7 @@ def test_png_without_matplotlib_says_how_to_install_it(
     assert (tmp_path / "lineage.svg").exists()
 
 
-def test_the_same_digest_twice_is_refused_with_a_reason(
+def test_the_same_digest_twice_by_one_account_is_refused_with_a_reason(
     make_party: Callable[[str], Party], dataset: Path
 ) -> None:
     alice, bob = make_party("alice"), make_party("bob")
@@ -192,15 +202,19 @@ def test_the_same_digest_twice_is_refused_with_a_reason(
         alice.ws, alice.ledger, dataset, kind="dataset", signing_key=alice.key
     )
     count = alice.registry.count()
-    for party in (alice, bob):
-        before = blobs(party)
-        with pytest.raises(AlreadyRegistered, match="already registered") as info:
-            register_artifact(party.ws, party.ledger, dataset, kind="model", signing_key=party.key)
-        assert alice.ledger.account in str(info.value)
-        assert f"block {first.block_number}" in str(info.value)
-        assert blobs(party) == before
+    before = blobs(alice)
+    with pytest.raises(AlreadyRegistered, match="already registered") as info:
+        register_artifact(alice.ws, alice.ledger, dataset, kind="model", signing_key=alice.key)
+    assert alice.ledger.account in str(info.value)
+    assert f"block {first.block_number}" in str(info.value)
+    assert blobs(alice) == before
     assert alice.registry.count() == count
+    # another account registers the same digest under its own name, leaving alice's alone
+    theirs = register_artifact(bob.ws, bob.ledger, dataset, kind="dataset", signing_key=bob.key)
+    assert (theirs.digest, theirs.owner) == (first.digest, bob.ledger.account)
+    assert alice.registry.count() == count + 1
     assert lookup(alice.ws, alice.ledger, first.digest) == first
+    assert lookup(alice.ws, alice.ledger, first.digest, owner=bob.ledger.account) == theirs
 
 
 def test_the_contract_itself_refuses_a_second_registration(alice: Party) -> None:
@@ -212,7 +226,7 @@ def test_the_contract_itself_refuses_a_second_registration(alice: Party) -> None
 
     with pytest.raises(TransactionReverted, match="digest already registered"):
         alice.ledger.transact(call)
-    record = registry.registration(digest)
+    record = registry.registration(alice.ledger.account, digest)
     assert record is not None
     assert record.kind == 1
 
@@ -340,7 +354,10 @@ def test_a_manifest_from_another_tool_with_unknown_fields_verifies(
     statement["predicate"]["x-other-tool"] = {"version": "9.9", "notes": ["kept", "ignored"]}
     statement["predicate"]["serialization"]["x-chunking"] = "fastcdc"
     statement["predicate"]["resources"][0]["x-size"] = 2048
-    statement["subject"][0]["annotations"] = {"origin": "another tool"}
+    statement["subject"][0]["annotations"] = {
+        "origin": "another tool",
+        REGISTRANT_ANNOTATION: alice.ledger.account.lower(),
+    }
     blob = canonical_json(sign_statement(statement, alice.key))
     statement_digest = hashlib.sha256(blob).digest()
     (alice.ws.blobs_dir / statement_digest.hex()).write_bytes(blob)
@@ -356,6 +373,7 @@ def test_a_registered_statement_of_an_unknown_method_is_a_clear_error(
 ) -> None:
     statement = digest_artifact(model).to_statement()
     statement["predicate"]["serialization"]["method"] = "merkle-tree"
+    statement["subject"][0]["annotations"] = {REGISTRANT_ANNOTATION: alice.ledger.account}
     blob = canonical_json(sign_statement(statement, alice.key))
     statement_digest = hashlib.sha256(blob).digest()
     (alice.ws.blobs_dir / statement_digest.hex()).write_bytes(blob)

@@ -2,10 +2,12 @@
 # pragma evm-version prague
 """
 @title AnchorRegistry
-@notice Append-only record of transparency-log checkpoints (origin, tree size, root hash).
-        The first account to anchor an origin owns it; only that account may anchor it again,
-        and each anchor of an origin must cover a strictly larger tree than the one before.
-@dev An auditor reads the anchors back and checks that the log is consistent with every one.
+@notice Append-only record of transparency-log checkpoints (origin, tree size, root hash),
+        kept apart for each anchoring account: an account's anchors of an origin are its own
+        claims, and no account can claim, block or pre-empt the anchors of another. Within one
+        (anchorer, origin) each anchor must cover a strictly larger tree than the one before.
+@dev An auditor reads back the anchors of the log's operator only (the account it was told
+     anchors the log) and checks that the log is consistent with every one.
 """
 
 struct Anchor:
@@ -21,61 +23,56 @@ struct _Stored:
     packed: uint256
 
 event Anchored:
+    anchorer: indexed(address)
     origin: indexed(bytes32)
     index: indexed(uint256)
-    anchorer: indexed(address)
     size: uint64
     root: bytes32
 
-owner_of: public(HashMap[bytes32, address])
-anchor_count: public(HashMap[bytes32, uint256])
-_anchors: HashMap[bytes32, HashMap[uint256, _Stored]]
-_latest_size: HashMap[bytes32, uint64]
+anchor_count: public(HashMap[address, HashMap[bytes32, uint256]])
+_anchors: HashMap[address, HashMap[bytes32, HashMap[uint256, _Stored]]]
+_latest_size: HashMap[address, HashMap[bytes32, uint64]]
 
 
 @external
 def anchor(origin: bytes32, size: uint64, root: bytes32):
     """
-    @notice Record that the log `origin` had `size` entries under Merkle root `root`.
+    @notice Record that the log `origin`, anchored by the caller, had `size` entries under
+            Merkle root `root`.
     """
     assert origin != empty(bytes32), "origin is zero"
-    owner: address = self.owner_of[origin]
-    if owner == empty(address):
-        self.owner_of[origin] = msg.sender
-    else:
-        assert owner == msg.sender, "origin owned by another account"
-    assert size > self._latest_size[origin], "size must increase"
-    n: uint256 = self.anchor_count[origin]
+    assert size > self._latest_size[msg.sender][origin], "size must increase"
+    n: uint256 = self.anchor_count[msg.sender][origin]
     packed: uint256 = (
         convert(size, uint256)
         | (block.number << 64)
         | (block.timestamp << 128)
     )
-    self._anchors[origin][n] = _Stored(root=root, packed=packed)
-    self._latest_size[origin] = size
-    self.anchor_count[origin] = n + 1
-    log Anchored(origin=origin, index=n, anchorer=msg.sender, size=size, root=root)
+    self._anchors[msg.sender][origin][n] = _Stored(root=root, packed=packed)
+    self._latest_size[msg.sender][origin] = size
+    self.anchor_count[msg.sender][origin] = n + 1
+    log Anchored(anchorer=msg.sender, origin=origin, index=n, size=size, root=root)
 
 
 @view
 @external
-def latest(origin: bytes32) -> Anchor:
+def latest(anchorer: address, origin: bytes32) -> Anchor:
     """
-    @notice The most recent anchor of `origin`; reverts when it has none.
+    @notice The most recent anchor of `origin` by `anchorer`; reverts when it has none.
     """
-    n: uint256 = self.anchor_count[origin]
+    n: uint256 = self.anchor_count[anchorer][origin]
     assert n > 0, "origin has no anchors"
-    return self._unpack(self._anchors[origin][n - 1])
+    return self._unpack(self._anchors[anchorer][origin][n - 1])
 
 
 @view
 @external
-def anchor_at(origin: bytes32, index: uint256) -> Anchor:
+def anchor_at(anchorer: address, origin: bytes32, index: uint256) -> Anchor:
     """
-    @notice The `index`-th anchor of `origin`, counting from zero.
+    @notice The `index`-th anchor of `origin` by `anchorer`, counting from zero.
     """
-    assert index < self.anchor_count[origin], "no anchor at this index"
-    return self._unpack(self._anchors[origin][index])
+    assert index < self.anchor_count[anchorer][origin], "no anchor at this index"
+    return self._unpack(self._anchors[anchorer][origin][index])
 
 
 @view

@@ -3,12 +3,15 @@
 """
 @title ProvenanceRegistry
 @notice Registrations of datasets and models by content digest, with their lineage, and the
-        access grants their owners give to other parties' encryption keys.
-        A digest is registered once, by its owner, with a kind, the SHA-256 of its signed
-        statement (a DSSE envelope kept off chain) and up to MAX_PARENTS parent digests, each
-        already registered; a registration never changes. Parents must exist first, so the
-        lineage is a directed acyclic graph.
-        The owner of a registered digest grants and revokes access to it for X25519 public keys
+        access grants their registrants give to other parties' encryption keys.
+        Every registration is namespaced by its registrant (the calling account): the same
+        digest may be registered by several accounts, each under its own name, and nobody
+        registers, grants or revokes under another account's name. An account registers a
+        digest once, with a kind, the SHA-256 of its signed statement (a DSSE envelope kept off
+        chain) and up to MAX_PARENTS parents, each a (registrant, digest) pair registered
+        already, so lineage crosses organisations; a registration never changes. Parents must
+        exist first, so the lineage is a directed acyclic graph.
+        A registrant grants and revokes access to its registration for X25519 public keys
         (32 bytes); a grant is live from `grant` until `revoke`, and may be given again later.
 @dev The in-toto statement and the data stay off chain: only digests, kinds, parents and
      grants are public.
@@ -16,8 +19,12 @@
 
 MAX_PARENTS: constant(uint256) = 16
 
-struct Registration:
+# A registration named by its registrant and its digest.
+struct Ref:
     owner: address
+    digest: bytes32
+
+struct Registration:
     kind: uint8
     statement_digest: bytes32
     block_number: uint256
@@ -27,43 +34,45 @@ struct Grant:
     granted_block: uint256
     revoked_block: uint256
 
-# Stored form: owner | kind << 160 | block_number << 168 | timestamp << 212 in one slot, so a
-# registration costs two new storage slots (plus its parents) instead of five.
+# Stored form: kind | block_number << 8 | timestamp << 72 in one slot (never zero: kind is
+# nonzero), so a registration costs two new storage slots (plus its parents).
 struct _Stored:
     statement_digest: bytes32
     packed: uint256
 
 event Registered:
-    digest: indexed(bytes32)
     owner: indexed(address)
+    digest: indexed(bytes32)
     kind: uint8
     statement_digest: bytes32
-    parents: DynArray[bytes32, MAX_PARENTS]
+    parents: DynArray[Ref, MAX_PARENTS]
 
-# One per parent, so the children of a digest are found by filtering on `parent`.
+# One per parent, so the children of a registration are found by filtering on the parent.
 event Derived:
+    parent_owner: indexed(address)
     parent: indexed(bytes32)
-    child: indexed(bytes32)
+    child_owner: indexed(address)
+    child: bytes32
 
 event Granted:
+    owner: indexed(address)
     digest: indexed(bytes32)
     recipient: indexed(bytes32)
-    owner: indexed(address)
 
 event Revoked:
+    owner: indexed(address)
     digest: indexed(bytes32)
     recipient: indexed(bytes32)
-    owner: indexed(address)
 
 registration_count: public(uint256)
-_records: HashMap[bytes32, _Stored]
-_parents: HashMap[bytes32, DynArray[bytes32, MAX_PARENTS]]
+_records: HashMap[address, HashMap[bytes32, _Stored]]
+_parents: HashMap[address, HashMap[bytes32, DynArray[Ref, MAX_PARENTS]]]
 # packed as granted_block | revoked_block << 128; zero when never granted
-_grants: HashMap[bytes32, HashMap[bytes32, uint256]]
-grantee_count: public(HashMap[bytes32, uint256])
-grantee_at: public(HashMap[bytes32, HashMap[uint256, bytes32]])
+_grants: HashMap[address, HashMap[bytes32, HashMap[bytes32, uint256]]]
+grantee_count: public(HashMap[address, HashMap[bytes32, uint256]])
+grantee_at: public(HashMap[address, HashMap[bytes32, HashMap[uint256, bytes32]]])
 
-_MASK44: constant(uint256) = (1 << 44) - 1
+_MASK64: constant(uint256) = (1 << 64) - 1
 _MASK128: constant(uint256) = (1 << 128) - 1
 
 
@@ -72,126 +81,116 @@ def register(
     digest: bytes32,
     kind: uint8,
     statement_digest: bytes32,
-    parents: DynArray[bytes32, MAX_PARENTS],
+    parents: DynArray[Ref, MAX_PARENTS],
 ):
     """
-    @notice Register `digest` (of `kind`, nonzero) with its signed statement's SHA-256 and its
-            registered `parents`, owned by the caller.
+    @notice Register `digest` (of `kind`, nonzero) under the caller's name, with its signed
+            statement's SHA-256 and its registered `parents`.
     """
     assert digest != empty(bytes32), "digest is zero"
     assert kind != 0, "kind is zero"
     assert statement_digest != empty(bytes32), "statement digest is zero"
-    assert self._records[digest].packed == 0, "digest already registered"
+    assert self._records[msg.sender][digest].packed == 0, "digest already registered"
     for i: uint256 in range(len(parents), bound=MAX_PARENTS):
-        parent: bytes32 = parents[i]
-        assert self._records[parent].packed != 0, "parent not registered"
-        for j: uint256 in range(i, bound=MAX_PARENTS):
-            assert parents[j] != parent, "parent listed twice"
-    self._records[digest] = _Stored(
+        parent: Ref = parents[i]
+        assert self._records[parent.owner][parent.digest].packed != 0, "parent not registered"
+        for j: uint256 in range(i + 1, len(parents), bound=MAX_PARENTS):
+            assert (
+                parents[j].owner != parent.owner or parents[j].digest != parent.digest
+            ), "parent listed twice"
+    self._records[msg.sender][digest] = _Stored(
         statement_digest=statement_digest,
-        packed=(
-            convert(msg.sender, uint256)
-            | (convert(kind, uint256) << 160)
-            | (block.number << 168)
-            | (block.timestamp << 212)
-        ),
+        packed=convert(kind, uint256) | (block.number << 8) | (block.timestamp << 72),
     )
     if len(parents) > 0:
-        self._parents[digest] = parents
+        self._parents[msg.sender][digest] = parents
     self.registration_count += 1
     log Registered(
-        digest=digest,
         owner=msg.sender,
+        digest=digest,
         kind=kind,
         statement_digest=statement_digest,
         parents=parents,
     )
-    for parent: bytes32 in parents:
-        log Derived(parent=parent, child=digest)
+    for parent: Ref in parents:
+        log Derived(
+            parent_owner=parent.owner, parent=parent.digest, child_owner=msg.sender, child=digest
+        )
 
 
 @view
 @external
-def is_registered(digest: bytes32) -> bool:
-    return self._records[digest].packed != 0
+def is_registered(owner: address, digest: bytes32) -> bool:
+    return self._records[owner][digest].packed != 0
 
 
 @view
 @external
-def registration(digest: bytes32) -> Registration:
+def registration(owner: address, digest: bytes32) -> Registration:
     """
-    @notice The registration of `digest`; reverts when it is not registered.
+    @notice The registration of `digest` by `owner`; reverts when there is none.
     """
-    stored: _Stored = self._records[digest]
+    stored: _Stored = self._records[owner][digest]
     assert stored.packed != 0, "digest not registered"
     return Registration(
-        owner=convert(convert(stored.packed & ((1 << 160) - 1), uint160), address),
-        kind=convert((stored.packed >> 160) & 255, uint8),
+        kind=convert(stored.packed & 255, uint8),
         statement_digest=stored.statement_digest,
-        block_number=(stored.packed >> 168) & _MASK44,
-        timestamp=(stored.packed >> 212) & _MASK44,
+        block_number=(stored.packed >> 8) & _MASK64,
+        timestamp=(stored.packed >> 72) & _MASK64,
     )
 
 
 @view
 @external
-def parents(digest: bytes32) -> DynArray[bytes32, MAX_PARENTS]:
+def parents(owner: address, digest: bytes32) -> DynArray[Ref, MAX_PARENTS]:
     """
-    @notice The parents `digest` was registered with (empty for a root or an unknown digest).
+    @notice The parents of `owner`'s registration of `digest` (empty for a root or none).
     """
-    return self._parents[digest]
-
-
-@view
-@internal
-def _owner(digest: bytes32) -> address:
-    return convert(convert(self._records[digest].packed & ((1 << 160) - 1), uint160), address)
+    return self._parents[owner][digest]
 
 
 @external
 def grant(digest: bytes32, recipient: bytes32):
     """
-    @notice Give the X25519 public key `recipient` access to the registered `digest`; only its
-            owner may, and only when no grant of that key is live.
+    @notice Give the X25519 public key `recipient` access to the caller's registration of
+            `digest`, when no grant of that key on it is live.
     """
-    assert self._records[digest].packed != 0, "digest not registered"
-    assert self._owner(digest) == msg.sender, "only the owner may grant"
+    assert self._records[msg.sender][digest].packed != 0, "digest not registered"
     assert recipient != empty(bytes32), "recipient is zero"
-    state: uint256 = self._grants[digest][recipient]
+    state: uint256 = self._grants[msg.sender][digest][recipient]
     assert state == 0 or (state >> 128) != 0, "grant already live"
     if state == 0:
-        n: uint256 = self.grantee_count[digest]
-        self.grantee_at[digest][n] = recipient
-        self.grantee_count[digest] = n + 1
-    self._grants[digest][recipient] = block.number
-    log Granted(digest=digest, recipient=recipient, owner=msg.sender)
+        n: uint256 = self.grantee_count[msg.sender][digest]
+        self.grantee_at[msg.sender][digest][n] = recipient
+        self.grantee_count[msg.sender][digest] = n + 1
+    self._grants[msg.sender][digest][recipient] = block.number
+    log Granted(owner=msg.sender, digest=digest, recipient=recipient)
 
 
 @external
 def revoke(digest: bytes32, recipient: bytes32):
     """
-    @notice End the live grant of `recipient` on `digest`; only its owner may.
+    @notice End the live grant of `recipient` on the caller's registration of `digest`.
     """
-    assert self._owner(digest) == msg.sender, "only the owner may revoke"
-    state: uint256 = self._grants[digest][recipient]
+    state: uint256 = self._grants[msg.sender][digest][recipient]
     assert state != 0 and (state >> 128) == 0, "no live grant"
-    self._grants[digest][recipient] = state | (block.number << 128)
-    log Revoked(digest=digest, recipient=recipient, owner=msg.sender)
+    self._grants[msg.sender][digest][recipient] = state | (block.number << 128)
+    log Revoked(owner=msg.sender, digest=digest, recipient=recipient)
 
 
 @view
 @external
-def grant_of(digest: bytes32, recipient: bytes32) -> Grant:
+def grant_of(owner: address, digest: bytes32, recipient: bytes32) -> Grant:
     """
-    @notice When `recipient` was last granted `digest` and when that grant was revoked (zero:
-            never, or still live).
+    @notice When `owner` last granted `recipient` its registration of `digest`, and when that
+            grant was revoked (zero: never, or still live).
     """
-    state: uint256 = self._grants[digest][recipient]
+    state: uint256 = self._grants[owner][digest][recipient]
     return Grant(granted_block=state & _MASK128, revoked_block=state >> 128)
 
 
 @view
 @external
-def is_granted(digest: bytes32, recipient: bytes32) -> bool:
-    state: uint256 = self._grants[digest][recipient]
+def is_granted(owner: address, digest: bytes32, recipient: bytes32) -> bool:
+    state: uint256 = self._grants[owner][digest][recipient]
     return state != 0 and (state >> 128) == 0

@@ -1,0 +1,140 @@
+"""Checking a workspace's ``config.toml`` before anything reads it.
+
+A person edits this file, so every value ailedger reads from it is checked for its type and
+range here, and refused with one line naming the key (:class:`WorkspaceError`, CLI exit code
+2), instead of failing later inside whatever first used it. Sections and keys ailedger does not
+know are left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ailedger.errors import InputError, WorkspaceError
+
+__all__ = ["check_config"]
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+def _integer(minimum: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {_kind(value)}"
+        if value < minimum:
+            return f"must be at least {minimum}, got {value}"
+        return None
+
+    return check
+
+
+def _number(*, positive: bool) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, got {_kind(value)}"
+        if value != value or value in (float("inf"), float("-inf")):
+            return "must be a finite number"
+        if value < 0 or (positive and value == 0):
+            return f"must be {'above' if positive else 'at least'} 0, got {value}"
+        return None
+
+    return check
+
+
+def _backend(value: Any) -> str | None:
+    if value in ("embedded", "rpc"):
+        return None
+    return (
+        f'must be "embedded" or "rpc", got {value!r}'
+        if isinstance(value, str)
+        else (f"must be a string, got {_kind(value)}")
+    )
+
+
+def _url(value: Any) -> str | None:
+    from ailedger.ledger._settings import check_rpc_url
+
+    if not isinstance(value, str):
+        return f"must be the node's URL, got {_kind(value)}"
+    try:
+        check_rpc_url(value)
+    except InputError as exc:
+        return f"is refused: {exc}"
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else f"must be a string, got {_kind(value)}"
+
+
+#: chain.<key> -> check; the LedgerSettings fields and what Workspace.ledger reads
+_CHAIN: dict[str, Callable[[Any], str | None]] = {
+    "backend": _backend,
+    "rpc": _url,
+    "chain_id": _integer(1),
+    "lock_timeout": _number(positive=True),
+    "confirmations": _integer(1),
+    "retries": _integer(1),
+    "backoff": _number(positive=False),
+    "backoff_max": _number(positive=False),
+    "request_timeout": _number(positive=True),
+    "receipt_timeout": _number(positive=True),
+    "poll_interval": _number(positive=False),
+    "priority_fee_wei": _integer(0),
+    "gas_margin": _number(positive=True),
+}
+_LOG: dict[str, Callable[[Any], str | None]] = {"origin": _text}
+
+
+def check_config(config: Mapping[str, Any], where: str) -> None:
+    """Refuse (:class:`WorkspaceError`) a config whose known keys have the wrong type or range.
+
+    ``where`` names the file in the message: ``"<where>: chain.retries must be an integer,
+    got a string"``.
+    """
+    for section, checks in (("chain", _CHAIN), ("log", _LOG)):
+        table = config.get(section, {})
+        if not isinstance(table, Mapping):
+            raise WorkspaceError(f"{where}: {section} must be a table, got {_kind(table)}")
+        for key, check in checks.items():
+            if key in table:
+                problem = check(table[key])
+                if problem is not None:
+                    raise WorkspaceError(f"{where}: {section}.{key} {problem}")
+    chain = config.get("chain", {})
+    if chain.get("backend") == "rpc" and "rpc" not in chain:
+        raise WorkspaceError(f"{where}: chain.rpc must be the node's URL (chain.backend is rpc)")
+    contracts = config.get("contracts", {})
+    if not isinstance(contracts, Mapping):
+        raise WorkspaceError(f"{where}: contracts must be a table, got {_kind(contracts)}")
+    for chain_id, names in contracts.items():
+        if not chain_id.isdecimal() or not chain_id.isascii():
+            raise WorkspaceError(f"{where}: contracts.{chain_id} is not a chain id")
+        if not isinstance(names, Mapping):
+            raise WorkspaceError(
+                f"{where}: contracts.{chain_id} must be a table, got {_kind(names)}"
+            )
+        for name, address in names.items():
+            if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+                raise WorkspaceError(
+                    f"{where}: contracts.{chain_id}.{name} must be a 0x address, "
+                    f"got {_kind(address)}"
+                )
