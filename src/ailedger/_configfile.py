@@ -35,12 +35,20 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+#: the largest integer and number a setting may hold (a TOML integer is 64-bit; seconds, gas
+#: margins and fees beyond these are typos, and a huge one would overflow where it is used)
+_MAX_INTEGER = 2**63 - 1
+_MAX_NUMBER = 1e9
+
+
 def _integer(minimum: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"must be an integer, got {_kind(value)}"
         if value < minimum:
             return f"must be at least {minimum}, got {value}"
+        if value > _MAX_INTEGER:
+            return f"must be at most {_MAX_INTEGER}"
         return None
 
     return check
@@ -54,6 +62,8 @@ def _number(*, positive: bool) -> Callable[[Any], str | None]:
             return "must be a finite number"
         if value < 0 or (positive and value == 0):
             return f"must be {'above' if positive else 'at least'} 0, got {value}"
+        if value > _MAX_NUMBER:
+            return f"must be at most {_MAX_NUMBER:g}"
         return None
 
     return check

@@ -14,6 +14,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from ailedger.errors import InputError
+
 __all__ = [
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
@@ -37,8 +39,16 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     exclusively with ``mode`` (``O_CREAT | O_EXCL | O_NOFOLLOW``: a planted symlink or file is
     never opened), flushed to disk, and renamed over ``path`` (a rename replaces a symlink at
     ``path``, it never writes through it). On any error the temporary file is removed and
-    ``path`` is untouched.
+    ``path`` is untouched. A failure of the file system (a missing or read-only folder, a full
+    disk) raises :class:`InputError` naming ``path``.
     """
+    try:
+        _write_atomic(path, data, mode)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
     try:

@@ -416,5 +416,7 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise WorkspaceError(f"{path} is not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise WorkspaceError(f"{path} is not UTF-8 (invalid byte at offset {exc.start})") from exc
+    except ValueError as exc:  # an integer longer than sys.get_int_max_str_digits()
+        raise WorkspaceError(f"{path} is not valid TOML: {exc}") from exc
     except OSError as exc:
         raise WorkspaceError(f"cannot read {path}: {os.strerror(exc.errno or 0)}") from exc

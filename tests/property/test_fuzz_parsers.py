@@ -33,14 +33,7 @@ FAST = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-#: parsers owned elsewhere that the fuzzing still breaks (name -> the failure), marked xfail
-KNOWN_BROKEN: dict[str, str] = {}
-NAMES = [
-    pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_BROKEN[name], strict=False))
-    if name in KNOWN_BROKEN
-    else name
-    for name in sorted(ft.TARGETS)
-]
+NAMES = sorted(ft.TARGETS)
 
 
 def holds(target: ft.Target, data: bytes) -> None:
@@ -402,17 +395,9 @@ def test_task_file_near_valid(data: st.DataObject) -> None:
     holds(ft.TARGETS["task-file"], json.dumps(doc).encode())
 
 
-#: owned by the workspace/config work of issue 11; remove once workspace.py refuses these
-CONFIG_XFAIL = pytest.mark.xfail(
-    reason="workspace.py: a TOML integer of 4300+ digits raises ValueError (tomllib), one "
-    "beyond a float's range OverflowError (float() in _validate)",
-    strict=False,
-)
-
-
-@CONFIG_XFAIL
 @pytest.mark.parametrize("digits", [400, 5000])
 def test_config_with_huge_numbers_is_refused(digits: int) -> None:
+    """4300+ digits overflow int() (tomllib raised ValueError), 400 a float (OverflowError)."""
     holds(ft.TARGETS["config"], b"[chain]\nbackoff_max = " + b"9" * digits + b"\n")
 
 
@@ -449,7 +434,6 @@ _toml_scalar = st.one_of(
     log=st.dictionaries(st.sampled_from(["origin"]), _toml_scalar),
 )
 @example(chain={"backoff_max": 10**400}, log={})
-@CONFIG_XFAIL
 def test_config_near_valid(chain: dict[str, Any], log: dict[str, Any]) -> None:
     holds(ft.TARGETS["config"], tomli_w.dumps({"format": 1, "chain": chain, "log": log}).encode())
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ailedger._fs import create_private_file, tighten, write_atomic
+from ailedger.errors import InputError
 
 
 @pytest.fixture
@@ -100,3 +101,12 @@ def test_private_files_and_tightening_never_follow_links(tmp_path: Path, victim:
     assert loose.stat().st_mode & 0o777 == 0o600
     assert tighten(loose, 0o600) is None
     assert tighten(tmp_path / "missing", 0o600) is None
+
+
+def test_an_unwritable_destination_is_one_input_error(tmp_path: Path) -> None:
+    """A destination under a regular file (or a read-only folder) is a clear error, not OSError."""
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"not a folder")
+    with pytest.raises(InputError, match=r"cannot write .*lineage\.svg"):
+        write_atomic(blocker / "lineage.svg", b"<svg/>")
+    assert blocker.read_bytes() == b"not a folder"

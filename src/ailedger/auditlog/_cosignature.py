@@ -33,10 +33,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ailedger.auditlog.checkpoint import Checkpoint
 from ailedger.auditlog.note import (
-    MAX_SIGNATURES,
-    _parse_signature_line,
-    _utf8_text,
     check_key_name,
+    split_note,
     strict_b64decode,
 )
 from ailedger.errors import InputError, SignatureError, VerificationError
@@ -175,29 +173,6 @@ def cosign(
         + signature
     )
     return f"— {name} {base64.b64encode(raw).decode('ascii')}\n"
-
-
-def split_note(note: bytes | str) -> tuple[str, list[tuple[str, int, bytes, str]]]:
-    """Split a signed note into its text and its signature lines, checking the format only.
-
-    Returns ``(text, [(name, key ID, signature bytes, line), ...])`` (C2SP signed-note steps
-    1 to 3 of :func:`ailedger.auditlog.note.open_note`); raises :class:`InputError`.
-    """
-    decoded = _utf8_text(note, "a signed note")
-    split = decoded.rfind("\n\n")
-    if split < 0:
-        raise InputError("a signed note needs a blank line before its signatures")
-    text, block = decoded[: split + 1], decoded[split + 2 :]
-    if not block or not block.endswith("\n"):
-        raise InputError("a signed note must end with signature lines, each ending in newline")
-    lines = block[:-1].split("\n")
-    if len(lines) > MAX_SIGNATURES:
-        raise InputError(f"a signed note may carry at most {MAX_SIGNATURES} signatures")
-    parsed = []
-    for line in lines:
-        name, kid, signature = _parse_signature_line(line)
-        parsed.append((name, kid, signature, line + "\n"))
-    return text, parsed
 
 
 def verify_cosignatures(

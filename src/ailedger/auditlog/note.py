@@ -38,6 +38,7 @@ __all__ = [
     "open_note",
     "parse_verifier_key",
     "sign_note",
+    "split_note",
     "verifier_key",
 ]
 
@@ -148,6 +149,29 @@ def sign_note(text: str | bytes, name: str, private_key: Ed25519PrivateKey) -> b
     return body + b"\n" + line.encode("utf-8")
 
 
+def split_note(note: bytes | str) -> tuple[str, list[tuple[str, int, bytes, str]]]:
+    """Split a signed note into its text and its signature lines, checking the format only.
+
+    Returns ``(text, [(name, key ID, signature bytes, line), ...])`` (C2SP signed-note steps
+    1 to 3 of :func:`open_note`); raises :class:`InputError`.
+    """
+    decoded = _utf8_text(note, "a signed note")
+    split = decoded.rfind("\n\n")
+    if split < 0:
+        raise InputError("a signed note needs a blank line before its signatures")
+    text, block = decoded[: split + 1], decoded[split + 2 :]
+    if not block or not block.endswith("\n"):
+        raise InputError("a signed note must end with signature lines, each ending in newline")
+    lines = block[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise InputError(f"a signed note may carry at most {MAX_SIGNATURES} signatures")
+    parsed = []
+    for line in lines:
+        name, kid, signature = _parse_signature_line(line)
+        parsed.append((name, kid, signature, line + "\n"))
+    return text, parsed
+
+
 def open_note(note: bytes | str, verifiers: Iterable[NoteVerifier]) -> OpenedNote:
     """Verify a signed note against trusted keys; return its text and the names that signed it.
 
@@ -162,23 +186,11 @@ def open_note(note: bytes | str, verifiers: Iterable[NoteVerifier]) -> OpenedNot
     6. At least one known key must have signed, else :class:`SignatureError`.
     """
     known = _verifier_map(verifiers)
-    # 1.
-    decoded = _utf8_text(note, "a signed note")
-    # 2.
-    split = decoded.rfind("\n\n")
-    if split < 0:
-        raise InputError("a signed note needs a blank line before its signatures")
-    text, block = decoded[: split + 1], decoded[split + 2 :]
-    if not block or not block.endswith("\n"):
-        raise InputError("a signed note must end with signature lines, each ending in newline")
-    lines = block[:-1].split("\n")
-    # 3.
-    if len(lines) > MAX_SIGNATURES:
-        raise InputError(f"a signed note may carry at most {MAX_SIGNATURES} signatures")
-    parsed = [_parse_signature_line(line) for line in lines]
+    # 1. to 3.
+    text, parsed = split_note(note)
     body = text.encode("utf-8")
     signers: list[str] = []
-    for name, kid, signature in parsed:
+    for name, kid, signature, _ in parsed:
         verifier = known.get((name, kid))
         # 4.
         if verifier is None:

@@ -23,7 +23,7 @@ from ailedger.cli.train import train_app
 from ailedger.cli.train_protocol import create_command, join_command  # noqa: F401 (registers)
 from ailedger.cli.witness import witness_app
 from ailedger.config import passphrase_source, workspace_path
-from ailedger.errors import AiledgerError
+from ailedger.errors import AiledgerError, InputError
 
 __all__ = ["app", "main"]
 
@@ -124,12 +124,26 @@ def demo(
 def main() -> None:
     """Entry point: run the app and turn every error into one line and an exit code.
 
-    Typer reports usage errors itself (exit code 2); every ailedger error becomes one line on
-    stderr with the error's exit code, and every warning one line ``warning: ...``.
+    A usage error (an unknown command, a value of the wrong type) is one line and exit code 2,
+    like every ailedger error, which becomes one line on stderr with the error's exit code;
+    every warning is one line ``warning: ...``.
     """
+    import click
+
     warnings.showwarning = _show_warning
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as before
+        exc.show()
+        sys.exit(2)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(InputError(exc.format_message() + where), 2)
+    except click.ClickException as exc:
+        _fail(InputError(exc.format_message()), exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("interrupted")
+        sys.exit(130)
     except AiledgerError as exc:
         _fail(exc, exc.exit_code)
     except KeyboardInterrupt:
@@ -137,6 +151,8 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         _fail(exc, 1, internal=True)
+    if isinstance(code, int) and code != 0:  # typer.Exit(code) returns its code here
+        sys.exit(code)
 
 
 def _show_warning(

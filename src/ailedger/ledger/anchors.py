@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ailedger.errors import InputError, TransactionReverted
+from ailedger.errors import InputError, LedgerError, TransactionReverted
 from ailedger.ledger._ledger import Ledger, PendingTransaction, Receipt
 from ailedger.ledger.contracts import load_artifact
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["Anchor", "AnchorRegistry", "parse_address", "parse_bytes32"]
 
 _MAX_SIZE = 2**64 - 1
+#: the most anchors of one log a verifier reads (one anchor a minute for about two years)
+MAX_ANCHORS = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,22 +110,31 @@ class AnchorRegistry:
     def anchors(
         self, anchorer: str, origin: bytes, *, block: BlockIdentifier = "latest"
     ) -> list[Anchor]:
-        """Every anchor of ``origin`` by ``anchorer``, oldest first."""
-        return [
-            self.anchor_at(anchorer, origin, i, block=block)
-            for i in range(self.count(anchorer, origin, block=block))
-        ]
+        """Every anchor of ``origin`` by ``anchorer``, oldest first.
+
+        A count above :data:`MAX_ANCHORS` is refused (:class:`LedgerError`) rather than read
+        one call at a time: a hostile or broken node could claim 2**256 of them.
+        """
+        count = self.count(anchorer, origin, block=block)
+        if count > MAX_ANCHORS:
+            raise LedgerError(
+                f"the node claims {count} anchors of 0x{origin.hex()} by {anchorer}, more than "
+                f"the {MAX_ANCHORS} a verifier reads: refusing (a hostile or broken node?)"
+            )
+        return [self.anchor_at(anchorer, origin, i, block=block) for i in range(count)]
 
 
-def parse_address(text: str, what: str) -> str:
-    """Parse an Ethereum address (0x and 40 hex digits); returns its checksummed form.
+def parse_address(text: str, what: str = "address") -> str:
+    """An Ethereum address (0x and 40 hex digits; a mixed-case one must carry a valid EIP-55
+    checksum), returned in checksum form; raises :class:`InputError` otherwise."""
+    from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 
-    A mixed-case address must carry a valid EIP-55 checksum.
-    """
-    from eth_utils.address import is_address, to_checksum_address
-
-    if not isinstance(text, str) or not is_address(text):
+    if not isinstance(text, str) or not text.startswith("0x") or not is_address(text):
         raise InputError(f"{what} must be an Ethereum address (0x and 40 hex digits), got {text!r}")
+    body = text[2:]
+    # eth_utils' is_address accepts any mixed case; EIP-55 says mixed case is a checksum
+    if body not in (body.lower(), body.upper()) and not is_checksum_address(text):
+        raise InputError(f"{what} has a wrong EIP-55 checksum (mixed case): {text!r}")
     return str(to_checksum_address(text))
 
 

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eth_utils.address import is_address, is_checksum_address, to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from ailedger.errors import InputError, TransactionReverted, WrongChain
 from ailedger.ledger._ledger import Ledger, Receipt
+from ailedger.ledger.anchors import parse_address
 from ailedger.ledger.contracts import load_artifact
 
 if TYPE_CHECKING:
@@ -83,18 +84,6 @@ class ChainGrant:
     @property
     def live(self) -> bool:
         return self.granted_block != 0 and self.revoked_block == 0
-
-
-def parse_address(text: str, what: str = "address") -> str:
-    """An Ethereum address (0x and 40 hex digits; a mixed-case one must carry a valid EIP-55
-    checksum), returned in checksum form; raises :class:`InputError` otherwise."""
-    if not isinstance(text, str) or not text.startswith("0x") or not is_address(text):
-        raise InputError(f"{what} must be an Ethereum address (0x and 40 hex digits), got {text!r}")
-    body = text[2:]
-    # eth_utils' is_address accepts any mixed case; EIP-55 says mixed case is a checksum
-    if body not in (body.lower(), body.upper()) and not is_checksum_address(text):
-        raise InputError(f"{what} has a wrong EIP-55 checksum (mixed case): {text!r}")
-    return str(to_checksum_address(text))
 
 
 class ProvenanceRegistry:

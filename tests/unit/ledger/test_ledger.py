@@ -156,3 +156,19 @@ def test_transfer_moves_value(chain: Chain) -> None:
     target = new_signer().address
     ledger.transfer(target, 12345)
     assert ledger.balance(target) == 12345
+
+
+def test_an_implausible_anchor_count_is_refused_not_read(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node claiming more anchors than a verifier reads is refused in one call, not looped."""
+    from ailedger.ledger import anchors as anchors_module
+
+    ledger = chain.ledger(new_signer())
+    registry = AnchorRegistry.deploy(ledger)
+    origin = h("example.org/log")
+    for size in (1, 2, 3):
+        registry.anchor(origin, size, h(f"root {size}"))
+    monkeypatch.setattr(anchors_module, "MAX_ANCHORS", 2)
+    with pytest.raises(LedgerError, match="claims 3 anchors"):
+        registry.anchors(ledger.account, origin)
