@@ -26,7 +26,7 @@ import pytest
 import tomli_w
 
 from ailedger.auditlog.witness import verify_cosigned
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 from tests.integration.test_cli import one_line_error, run
 
 
@@ -93,12 +93,7 @@ class WitnessProcess:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
             self.process = None
 
     def latest(self, origin: str) -> bytes:
