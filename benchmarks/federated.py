@@ -25,6 +25,20 @@ lowest on the cumulative values.
 
     python benchmarks/federated.py [--quick] [--rounds R] [--clients N] [--workers W]
         [--data-dir DIR] [--model logreg|mlp] [--out benchmarks/results/federated.json]
+
+Cross-silo sweep (``--cross-silo``, issue 13): scikit-learn's digits, n in {8, 12, 20}
+parties, 10 % and 25 % malicious (at least one), Dirichlet label skew alpha in {0.1, 0.5, 1},
+the attacks sign_flip, alie, ipm, label_flip, scaling, fang_trim and the adaptive
+reference_aware, several seeds. The yardstick is the honest-only oracle (FedAvg over the
+honest parties only, same partition and seeds); the no-attack cost is measured against
+FedAvg over all parties with nobody malicious. Rules: the new cross-silo default
+(``reputation``), the old default (``default``), ``fedavg``, and ``reputation+loss`` (the
+reputation rule with per-update loss evidence on the public set, item 5). Targets: at alpha
+>= 0.5 the default's mean worst-attack gap <= 0.03 and within 0.05 under every attack in at
+least 3 of 4 settings; at alpha = 0.1 mean gap <= 0.10; no-attack cost <= 0.02 at alpha >= 0.5.
+
+    python benchmarks/federated.py --cross-silo [--seeds 0,1,2] [--rounds 15]
+        [--out benchmarks/results/federated_cross_silo.json]
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +63,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ailedger.errors import AiledgerError
-from ailedger.federated.data import Dataset, load_dataset
+from ailedger.federated.data import Dataset, load_dataset, load_digits
 from ailedger.federated.simulate import SimulationConfig, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +106,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         seed=cell["seed"],
         model=cell["model"],
         lr=cell["lr"],
+        baselines=False,
     )
     started = time.perf_counter()
     out: dict[str, Any] = {k: cell[k] for k in ("partition", "attack", "rule")}
@@ -127,6 +143,7 @@ def contribution_check(data_dir: str, rounds: int, seed: int) -> dict[str, Any]:
         "seed": seed,
         "lr": 1.0,
         "validation_size": 1000,
+        "baselines": False,
     }
     started = time.perf_counter()
     exact = simulate(SimulationConfig(**common, contribution="exact"), dataset=dataset)
@@ -284,8 +301,306 @@ def plots(cells: list[dict[str, Any]], out_dir: Path) -> list[str]:
     return written
 
 
+CS_CLIENTS = [8, 12, 20]
+CS_FRACTIONS = [0.1, 0.25]
+CS_ALPHAS = ["0.1", "0.5", "1"]
+CS_ATTACKS = [
+    "sign_flip",
+    "alie",
+    "ipm",
+    "label_flip",
+    "scaling",
+    "fang_trim",
+    "reference_aware",
+]
+CS_RULES = ["reputation", "default", "fedavg", "reputation+loss"]
+# the loss-evidence variant (item 5) only against the adaptive attack and two others
+CS_LOSS_ATTACKS = ["sign_flip", "label_flip", "reference_aware"]
+
+
+def _cs_config(
+    clients: int, malicious: int, alpha: str, seed: int, attack: str, rule: str, rounds: int
+) -> SimulationConfig:
+    return SimulationConfig(
+        data="digits",
+        clients=clients,
+        malicious=malicious,
+        attack=attack,
+        rule=rule.split("+")[0],
+        loss_evidence=rule.endswith("+loss"),
+        rounds=rounds,
+        partition=f"dirichlet:{alpha}",
+        seed=seed,
+        baselines=False,
+    )
+
+
+def cross_silo_setting(
+    dataset: Dataset,
+    nominal: float,
+    clients: int,
+    malicious: int,
+    alpha: str,
+    seed: int,
+    rounds: int,
+    attacks: list[str],
+    rules: list[str],
+) -> dict[str, Any]:
+    """Every attack and rule in one (n, m, alpha, seed) setting, with the oracle."""
+    base = _cs_config(clients, malicious, alpha, seed, "none", "fedavg", rounds)
+    oracle = simulate(replace(base, baselines=True), dataset=dataset)
+    out: dict[str, Any] = {
+        "clients": clients,
+        "malicious": malicious,
+        "fraction": round(malicious / clients, 3),
+        "nominal_fraction": nominal,
+        "alpha": alpha,
+        "seed": seed,
+        "honest_only": oracle.honest_only_accuracy,
+        "attack_free": oracle.attack_free_accuracy,
+        "accuracy": {},
+        "b2_median": None,
+    }
+    b2s: list[float] = []
+    for rule in rules:
+        row: dict[str, float] = {}
+        for attack in attacks:
+            if rule.endswith("+loss") and attack not in CS_LOSS_ATTACKS:
+                continue
+            config = _cs_config(clients, malicious, alpha, seed, attack, rule, rounds)
+            try:
+                result = simulate(config, dataset=dataset)
+            except AiledgerError:
+                row[attack] = 1.0 - CHANCE_ERROR
+                continue
+            row[attack] = round(result.final_accuracy, 4)
+            if rule == "fedavg" and attack == "sign_flip":
+                b2s.extend(r.b2 for r in result.rounds if r.b2 is not None)
+        clean = _cs_config(clients, 0, alpha, seed, "none", rule, rounds)
+        row["none"] = round(simulate(clean, dataset=dataset).final_accuracy, 4)
+        out["accuracy"][rule] = row
+    if b2s:
+        out["b2_median"] = round(float(np.median(b2s)), 2)
+    return out
+
+
+def cross_silo_summary(settings: list[dict[str, Any]], attacks: list[str]) -> dict[str, Any]:
+    """Gaps to the honest-only oracle per rule, split by alpha and malicious fraction.
+
+    ``worst`` gaps are over the standard attacks (every attack but the adaptive
+    ``reference_aware``), ``worst_with_adaptive`` over all.
+    """
+    rules = list(settings[0]["accuracy"])
+    standard_all = [a for a in attacks if a != "reference_aware"]
+    summary: dict[str, Any] = {}
+    for rule in rules:
+        per: dict[str, Any] = {}
+        ran = [a for a in attacks if a in settings[0]["accuracy"][rule]]
+        standard = [a for a in standard_all if a in ran]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for s in settings:
+            groups.setdefault(f"alpha={s['alpha']}", []).append(s)
+            groups.setdefault(f"fraction={s['nominal_fraction']:.2f}", []).append(s)
+            groups.setdefault(
+                f"alpha={s['alpha']},fraction={s['nominal_fraction']:.2f}", []
+            ).append(s)
+            groups.setdefault("alpha>=0.5" if float(s["alpha"]) >= 0.5 else "alpha<0.5", []).append(
+                s
+            )
+            groups.setdefault("all", []).append(s)
+        for name, group in sorted(groups.items()):
+            gaps = np.array(
+                [[s["honest_only"] - s["accuracy"][rule][a] for a in ran] for s in group]
+            )
+            worst = gaps[:, [ran.index(a) for a in standard]].max(axis=1)
+            cost = [s["attack_free"] - s["accuracy"][rule]["none"] for s in group]
+            per[name] = {
+                "settings": len(group),
+                "mean_gap": round(float(gaps.mean()), 4),
+                "mean_worst_attack_gap": round(float(worst.mean()), 4),
+                "share_within_0.05_every_attack": round(float((worst <= 0.05).mean()), 3),
+                "mean_worst_attack_gap_with_adaptive": round(float(gaps.max(axis=1).mean()), 4),
+                "no_attack_cost": round(float(np.mean(cost)), 4),
+                "attacks": ran,
+                "mean_gap_per_attack": {
+                    a: round(float(gaps[:, k].mean()), 4) for k, a in enumerate(ran)
+                },
+            }
+        summary[rule] = per
+    return summary
+
+
+def cross_silo_targets(summary: dict[str, Any], rule: str = "reputation") -> dict[str, Any]:
+    """The issue's four targets for ``rule``."""
+    hi = summary[rule]["alpha>=0.5"]
+    lo = summary[rule].get("alpha<0.5")
+    out = {
+        "alpha>=0.5 mean worst-attack gap <= 0.03": [hi["mean_worst_attack_gap"], None],
+        "alpha>=0.5 within 0.05 under every attack in >= 3/4 of settings": [
+            hi["share_within_0.05_every_attack"],
+            None,
+        ],
+        "alpha=0.1 mean gap <= 0.10": [None if lo is None else lo["mean_gap"], None],
+        "alpha>=0.5 no-attack cost <= 0.02": [hi["no_attack_cost"], None],
+    }
+    limits = [(0.03, "le"), (0.75, "ge"), (0.10, "le"), (0.02, "le")]
+    for (key, pair), (limit, how) in zip(out.items(), limits, strict=True):
+        value = pair[0]
+        pair[1] = value is not None and (value <= limit if how == "le" else value >= limit)
+        out[key] = {"value": value, "met": pair[1]}
+    return out
+
+
+def cross_silo_table(summary: dict[str, Any]) -> str:
+    groups = [g for g in summary[next(iter(summary))] if "," not in g]
+    lines = [
+        f"{'rule':<17}{'group':<16}{'mean gap':>10}{'worst gap':>11}{'<=0.05 all':>12}"
+        f"{'no-attack':>11}{'worst+adapt':>12}"
+    ]
+    for rule, per in summary.items():
+        for g in groups:
+            v = per[g]
+            lines.append(
+                f"{rule:<17}{g:<16}{v['mean_gap']:>10.4f}{v['mean_worst_attack_gap']:>11.4f}"
+                f"{v['share_within_0.05_every_attack']:>12.3f}{v['no_attack_cost']:>11.4f}"
+                f"{v['mean_worst_attack_gap_with_adaptive']:>12.4f}"
+            )
+    return "\n".join(lines)
+
+
+def cross_silo_plot(summary: dict[str, Any], attacks: list[str], out: Path) -> list[str]:
+    """Mean gap per attack and alpha, one bar group per rule, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plots", file=sys.stderr)
+        return []
+    rules = list(summary)
+    alphas = sorted(
+        {g.split("=")[1] for g in summary[rules[0]] if g.startswith("alpha=") and "," not in g},
+        key=float,
+    )
+    fig, axes = plt.subplots(1, len(alphas), figsize=(6 * len(alphas), 4.5), squeeze=False)
+    x = np.arange(len(attacks) + 1)
+    width = 0.8 / len(rules)
+    for ax, alpha in zip(axes[0], alphas, strict=True):
+        for k, rule in enumerate(rules):
+            v = summary[rule][f"alpha={alpha}"]
+            values = [v["mean_gap_per_attack"].get(a, np.nan) for a in attacks]
+            values.append(v["no_attack_cost"])
+            ax.bar(x + (k - len(rules) / 2 + 0.5) * width, values, width, label=rule)
+        ax.axhline(0.05, color="red", linestyle="--", linewidth=1)
+        ax.set_xticks(x, [*attacks, "no attack*"], rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"alpha = {alpha}")
+        ax.set_ylabel("gap to honest-only FedAvg")
+        ax.set_ylim(-0.1, 0.7)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(
+        "Cross-silo sweep (digits): mean gap to the honest-only oracle "
+        "(* no-attack: cost vs FedAvg over all parties)"
+    )
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return [str(out)]
+
+
+def cross_silo_main(args: argparse.Namespace) -> None:
+    """Run the cross-silo sweep and write its JSON and PNG."""
+    dataset = load_digits(seed=0)
+    seeds = [int(v) for v in args.seeds.split(",")]
+    rounds = args.rounds or 15
+    clients_list = [int(v) for v in args.cs_clients.split(",")]
+    alphas = args.cs_alphas.split(",")
+    attacks = args.attacks.split(",") if args.attacks != ",".join(ATTACKS) else CS_ATTACKS
+    rules = args.rules.split(",") if args.rules != ",".join(RULES) else CS_RULES
+    grid = [
+        (frac, n, max(1, round(frac * n)), alpha, seed)
+        for n in clients_list
+        for frac in CS_FRACTIONS
+        for alpha in alphas
+        for seed in seeds
+    ]
+    print(
+        f"cross-silo sweep: {len(grid)} settings x {len(attacks)} attacks x {len(rules)} rules, "
+        f"{rounds} rounds",
+        file=sys.stderr,
+    )
+    started = time.perf_counter()
+    settings = []
+    for i, (frac, n, m, alpha, seed) in enumerate(grid):
+        t0 = time.perf_counter()
+        s = cross_silo_setting(dataset, frac, n, m, alpha, seed, rounds, attacks, rules)
+        settings.append(s)
+        worst = {
+            r: round(
+                max(
+                    s["honest_only"] - s["accuracy"][r][a]
+                    for a in s["accuracy"][r]
+                    if a not in ("reference_aware", "none")
+                ),
+                3,
+            )
+            for r in rules
+        }
+        print(
+            f"[{i + 1}/{len(grid)}] n={n} m={m} alpha={alpha} seed={seed} oracle "
+            f"{s['honest_only']:.3f} worst gap {worst} ({time.perf_counter() - t0:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    seconds = time.perf_counter() - started
+    summary = cross_silo_summary(settings, attacks)
+    target = cross_silo_targets(summary) if "reputation" in summary else {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figures = cross_silo_plot(summary, attacks, args.out.with_suffix(".png"))
+    doc = {
+        "benchmark": "federated_cross_silo",
+        "command": " ".join(["python", "benchmarks/federated.py", *sys.argv[1:]]),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "setting": {
+            "data": "digits",
+            "clients": clients_list,
+            "malicious_fractions": CS_FRACTIONS,
+            "alphas": alphas,
+            "seeds": seeds,
+            "rounds": rounds,
+            "attacks": attacks,
+            "rules": rules,
+            "model": "logreg",
+            "lr": 0.1,
+            "public_set": 100,
+            "note": (
+                "gap = honest-only FedAvg accuracy minus the rule's; worst gaps are over the "
+                "six standard attacks (the adaptive reference_aware apart, "
+                "'with_adaptive'); no-attack cost = FedAvg "
+                "over all parties minus the rule with nobody malicious; 'reputation' is what "
+                "rule 'auto' picks for <= 20 clients, 'default' the old default"
+            ),
+        },
+        "seconds": round(seconds, 1),
+        "targets": target,
+        "summary": summary,
+        "settings": settings,
+        "figures": figures,
+    }
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(cross_silo_table(summary))
+    print("\ntargets (reputation):", json.dumps(target, indent=1))
+    print(
+        f"sweep took {seconds:.0f} s; wrote {args.out}" + (f" and {figures[0]}" if figures else "")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cross-silo", action="store_true", help="the cross-silo sweep")
+    parser.add_argument("--seeds", default="0,1,2", help="cross-silo seeds")
+    parser.add_argument("--cs-clients", default=",".join(map(str, CS_CLIENTS)))
+    parser.add_argument("--cs-alphas", default=",".join(CS_ALPHAS))
     parser.add_argument("--quick", action="store_true", help="20 clients, 5 rounds")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 10; quick 5)")
     parser.add_argument("--clients", type=int, default=None, help="clients (default 100)")
@@ -303,6 +618,11 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "federated.json"
     )
     args = parser.parse_args()
+    if args.cross_silo:
+        if args.out == ROOT / "benchmarks" / "results" / "federated.json":
+            args.out = ROOT / "benchmarks" / "results" / "federated_cross_silo.json"
+        cross_silo_main(args)
+        return
     rounds = args.rounds or (5 if args.quick else 10)
     clients = args.clients or (20 if args.quick else 100)
     malicious = round(args.malicious_fraction * clients)

@@ -3,6 +3,17 @@
 Files are created with their final mode in the ``open`` call (``O_CREAT | O_EXCL``), so a file
 meant to be private is never readable by others, not even for a moment; and a name that
 someone else planted (a symlink, a file) is never written through.
+
+Folders on the way to an output (the symlink policy of :func:`open_dir`): the path is walked
+one component at a time from ``/`` (or the current folder), each folder opened relative to the
+one before it with ``O_DIRECTORY | O_NOFOLLOW`` (openat), so what is checked is what is used:
+replacing a folder by a symlink after it was opened changes nothing. A component that is a
+symlink is followed only when the link belongs to the user running ailedger or to root (the
+rule of Linux's ``fs.protected_symlinks``, applied everywhere, not only in sticky folders): the
+user or the administrator made it, so it goes where they asked. A link owned by anyone else,
+planted in a shared folder, is refused with :class:`InputError`, whichever folder it points
+to. Missing folders are created with ``mkdirat`` and then opened the same way. The file itself
+is then written and renamed relative to that folder's descriptor (``renameat``).
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ __all__ = [
     "PRIVATE_FILE_MODE",
     "create_private_file",
     "make_private_dir",
+    "open_dir",
     "tighten",
     "write_atomic",
 ]
@@ -30,17 +42,23 @@ PRIVATE_FILE_MODE = 0o600
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_PATH = getattr(os, "O_PATH", 0)
+#: links followed on one walk at most, as the kernel's own limit (ELOOP past it)
+MAX_LINKS = 40
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
-    The bytes go to a new file with an unpredictable name in the same folder, created
-    exclusively with ``mode`` (``O_CREAT | O_EXCL | O_NOFOLLOW``: a planted symlink or file is
-    never opened), flushed to disk, and renamed over ``path`` (a rename replaces a symlink at
-    ``path``, it never writes through it). On any error the temporary file is removed and
-    ``path`` is untouched. A failure of the file system (a missing or read-only folder, a full
-    disk) raises :class:`InputError` naming ``path``.
+    The folder is opened with :func:`open_dir` (created if missing; a symlink on the way that
+    belongs to another user is refused, see the module docstring), and everything after that
+    is relative to its descriptor. The bytes go to a new file with an unpredictable name in
+    that folder, created exclusively with ``mode`` (``O_CREAT | O_EXCL | O_NOFOLLOW``: a
+    planted symlink or file is never opened), flushed to disk, and renamed over the final name
+    (``renameat``: a rename replaces a symlink at ``path``, it never writes through it). On any
+    error the temporary file is removed and ``path`` is untouched. A failure of the file system
+    (a read-only folder, a full disk) or a refused symlink raises :class:`InputError` naming
+    ``path``.
     """
     try:
         _write_atomic(path, data, mode)
@@ -49,8 +67,9 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    if path.name in ("", ".", ".."):
+        raise IsADirectoryError(errno.EISDIR, "not a file name")
+    dir_fd = open_dir(path.parent, create=True)
     try:
         fd, tmp = _create_temp(dir_fd, path.name, mode)
         try:
@@ -60,7 +79,7 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
@@ -70,6 +89,83 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
             os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def open_dir(path: Path, *, create: bool = False, mode: int = 0o777) -> int:
+    """A descriptor (``O_RDONLY | O_DIRECTORY``) of the folder ``path``; the caller closes it.
+
+    Walks ``path`` one component at a time as the module docstring says: every folder is
+    opened relative to its parent with ``O_NOFOLLOW``; a symlink is followed only when owned by
+    this user or root (its target read from the link that was checked, ``readlinkat`` on an
+    ``O_PATH`` descriptor, so a swap between the check and the read cannot redirect it); with
+    ``create``, missing folders are made with ``mode`` (less the umask). Raises
+    :class:`InputError` for a symlink owned by another user, ``OSError`` for the rest (a
+    missing folder without ``create``, a file on the way, more than :data:`MAX_LINKS` links).
+    """
+    path = Path(path)
+    parts = list(path.parts[1:] if path.is_absolute() else path.parts)
+    # folders on the way are held as O_PATH descriptors (search permission suffices, as for a
+    # plain path lookup); only the last one is opened for reading
+    walk = _PATH | _DIRECTORY | _CLOEXEC
+    fd = os.open("/" if path.is_absolute() else ".", walk)
+    links = 0
+    trusted = {0, os.geteuid()}
+    parts.reverse()  # a stack: a link's target is pushed in front of what is left
+    try:
+        while parts:
+            name = parts.pop()
+            if name in ("", "."):
+                continue
+            if name == "/":  # the start of an absolute link target
+                nxt = os.open("/", walk)
+                os.close(fd)
+                fd = nxt
+                continue
+            try:
+                nxt = os.open(name, walk | _NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create or name == "..":
+                    raise
+                with contextlib.suppress(FileExistsError):  # made meanwhile: opened as below
+                    os.mkdir(name, mode, dir_fd=fd)
+                parts.append(name)
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                target = _trusted_link(fd, name, trusted, path)
+                links += 1
+                if links > MAX_LINKS:
+                    raise OSError(errno.ELOOP, f"too many symbolic links in {path}") from exc
+                parts.extend(reversed(Path(target).parts))  # "/" first: from the root
+                continue
+            os.close(fd)
+            fd = nxt
+        return os.open(".", os.O_RDONLY | _DIRECTORY | _CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _trusted_link(dir_fd: int, name: str, trusted: set[int], path: Path) -> str:
+    """The target of the symlink ``name`` in ``dir_fd`` if it is owned by a uid in ``trusted``.
+
+    The link is opened once (``O_PATH | O_NOFOLLOW``) and both its owner and its target are
+    read from that descriptor. Not a link: ``NotADirectoryError``. Owned by someone else:
+    :class:`InputError`.
+    """
+    link = os.open(name, _PATH | _NOFOLLOW | _CLOEXEC, dir_fd=dir_fd)
+    try:
+        info = os.fstat(link)
+        if not stat.S_ISLNK(info.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, f"{name} in {path} is not a folder")
+        if info.st_uid not in trusted:
+            raise InputError(
+                f"refusing to follow the symlink {name!r} on the way to {path}: it belongs to "
+                f"user {info.st_uid}, not to you or root (planted in a shared folder?)"
+            )
+        return os.readlink("", dir_fd=link)
+    finally:
+        os.close(link)
 
 
 def _create_temp(dir_fd: int, name: str, mode: int) -> tuple[int, str]:

@@ -7,8 +7,10 @@
 4. The dataset and the model are registered on chain with their lineage, and the model is
    loaded only through ``load_verified``.
 5. The model serves predictions; each decision goes into the audit log (inputs committed).
-6. The log's checkpoint is anchored on chain.
-7. An outside auditor, in another process, verifies the exported log against the log's public
+6. An approval-drain attack runs on the chain; the sentinel reads the blocks back, its rules
+   flag the drain with their reasons, and each alert goes into the audit log.
+7. The log's checkpoint is anchored on chain.
+8. An outside auditor, in another process, verifies the exported log against the log's public
    key and the chain; a tampered copy of the export is rejected with the entry named.
 """
 
@@ -50,6 +52,8 @@ def _run(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
     from ailedger.federated.models import make_model
     from ailedger.provenance import demo_provenance
     from ailedger.provenance.loading import load_verified
+    from ailedger.sentinel._demo import demo_sentinel
+    from ailedger.sentinel.actions import AuditAction
 
     passphrase = secrets.token_urlsafe(24)
     secret = lambda: passphrase  # noqa: E731 - a one-line callback
@@ -113,7 +117,12 @@ def _run(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
                 p == int(y) for p, y in zip(predictions, dataset.y_test[:50], strict=True)
             )
             say(f"   {correct}/50 correct; the log holds {log.size} entries")
-            say("6. anchor: sign a checkpoint and anchor it on chain")
+            say("6. sentinel: an approval-drain attack on the chain; the sentinel flags it")
+            sentinel = demo_sentinel(ledger, AuditAction(log), say)
+            if not sentinel["drainer_flagged"]:
+                raise VerificationError("the sentinel did not flag the drainer")
+            say(f"   the log now holds {log.size} entries, the alerts among them")
+            say("7. anchor: sign a checkpoint and anchor it on chain")
             anchor = Anchorer(
                 log=log,
                 registry=workspace.anchor_registry(ledger),
@@ -125,7 +134,7 @@ def _run(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
             export = path.parent / "export"
             log.export(export)
             verifier_key = log.verifier_key(workspace.public_key())
-    say("7. audit: another process verifies the export with the public key and the chain")
+    say("8. audit: another process verifies the export with the public key and the chain")
     audit = _verify(export, verifier_key, path)
     if audit.returncode != 0:
         raise VerificationError(f"the auditor rejected the log: {audit.stderr.strip()}")
@@ -143,6 +152,7 @@ def _run(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
         training={k: v for k, v in training.items() if k not in ("params", "rounds")},
         provenance=provenance,
         decisions=len(predictions),
+        sentinel=sentinel,
         correct=correct,
         anchor=anchor.to_json(),
         audit=verified,

@@ -12,6 +12,9 @@ enter (``raise NodeUnavailable(...) from exc``)::
     │   └── WrongPassphrase        the passphrase does not open the keystore
     ├── LedgerError                anything about the chain
     │   ├── NodeUnavailable        the node did not answer after the retries (exit code 3)
+    │   │   └── MalformedChainData a block, transaction or receipt from the node does not fit
+    │   ├── BlockNotFound          a block asked for is not on the chain (past the head)
+    │   ├── ReorgTooDeep           a reorganisation reaches below the blocks remembered
     │   ├── WrongChain             the node serves another chain than the workspace expects
     │   ├── ContractNotFound       no (or another) contract at the configured address
     │   ├── TransactionReverted    the EVM reverted; ``reason`` holds the revert string
@@ -31,13 +34,16 @@ __all__ = [
     "AccessDenied",
     "AggregationError",
     "AiledgerError",
+    "BlockNotFound",
     "ContractNotFound",
     "InputError",
     "KeyError_",
     "LedgerError",
+    "MalformedChainData",
     "NodeUnavailable",
     "NotFittedError",
     "ProofError",
+    "ReorgTooDeep",
     "RootMismatch",
     "SignatureError",
     "TransactionDropped",
@@ -92,6 +98,21 @@ class NodeUnavailable(LedgerError):
     that is not a usable JSON-RPC reply (too large, too deep, not JSON, the wrong types)."""
 
     exit_code = 3
+
+
+class MalformedChainData(NodeUnavailable):
+    """The node sent a block, transaction, receipt or log that does not fit: a field of the wrong
+    type, a receipt that matches no transaction, a block that does not follow its parent."""
+
+
+class BlockNotFound(LedgerError):
+    """A block asked for is not on the chain (yet): a range past the head."""
+
+    exit_code = 2
+
+
+class ReorgTooDeep(LedgerError):
+    """A reorganisation replaced more blocks than the ingestor remembers (its reorg depth)."""
 
 
 class WrongChain(LedgerError):

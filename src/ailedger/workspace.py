@@ -130,27 +130,35 @@ class Workspace:
         ``rpc`` is remembered only once its node has answered.
         """
         path = Path(os.path.abspath(path))
-        if (path / "config.toml").exists():
-            workspace = cls(path=path, config=_read_config(path / "config.toml"))
-            workspace._secure_modes()
-            workspace._complete(passphrase, rpc, anchor_registry, unsafe_fast_kdf)
-            return workspace
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise WorkspaceError(
-                f"{path} exists and is not an ailedger workspace (no config.toml): "
-                "give a new or empty folder"
+        try:
+            if (path / "config.toml").exists():
+                workspace = cls(path=path, config=_read_config(path / "config.toml"))
+                workspace._secure_modes()
+                workspace._complete(passphrase, rpc, anchor_registry, unsafe_fast_kdf)
+                return workspace
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                raise WorkspaceError(
+                    f"{path} exists and is not an ailedger workspace (no config.toml): "
+                    "give a new or empty folder"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned_staging(path)
+            # mkdtemp: an unpredictable name, created 0700
+            staging = Path(
+                tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".init", dir=path.parent)
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_staging(path)
-        # mkdtemp: an unpredictable name, created 0700
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".init", dir=path.parent))
-        (staging / _STAGING_OWNER).write_text(str(os.getpid()))
+        except OSError as exc:
+            raise _cannot_create(path, exc) from exc
         workspace = cls(path=staging, config={})
         try:
+            (staging / _STAGING_OWNER).write_text(str(os.getpid()))
             workspace._complete(passphrase, rpc, anchor_registry, unsafe_fast_kdf)
         except _Unfunded:
             workspace._move_to(path)
             raise
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile: no half workspace
+            shutil.rmtree(staging, ignore_errors=True)
+            raise _cannot_create(path, exc) from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -346,10 +354,10 @@ class Workspace:
 
     def _setup_contracts(self, ledger: Ledger, given: dict[str, str]) -> None:
         """Check the contracts the config (or ``given``) names; deploy the missing ones."""
-        from ailedger.ledger.contracts import CONTRACT_NAMES, load_artifact
+        from ailedger.ledger.contracts import WORKSPACE_CONTRACTS, load_artifact
 
         contracts = self.config.setdefault("contracts", {}).setdefault(str(ledger.chain_id), {})
-        for name in CONTRACT_NAMES:
+        for name in WORKSPACE_CONTRACTS:
             artifact = load_artifact(name)
             address = given.get(name) or contracts.get(name)
             if address:
@@ -390,6 +398,13 @@ class Workspace:
 
 
 _STAGING_OWNER = ".init-pid"
+
+
+def _cannot_create(path: Path, exc: OSError) -> WorkspaceError:
+    """The one-line error (exit 2) for a file-system failure while creating ``path``."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    return WorkspaceError(f"cannot create the workspace {path}: {reason}{where}")
 
 
 def _remove_abandoned_staging(path: Path) -> None:

@@ -304,5 +304,8 @@ def test_demo(env: dict[str, str]) -> None:
     assert report["provenance"]["verified"] is True
     assert report["audit"]["size"] == report["anchor"]["size"] >= report["decisions"] == 50
     assert report["anchor"]["status"] == "final"
+    sentinel = report["sentinel"]
+    assert sentinel["drainer_flagged"] is True and "approval_drain" in sentinel["classes"]
+    assert report["audit"]["size"] >= report["decisions"] + sentinel["alerts"]
     assert report["tampering_detected"] is True
     assert "a tampered copy is rejected: entry" in done.stderr

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ailedger.federated.aggregate import RULES, quantize
+from ailedger.federated.reputation import WARMUP_ROUNDS, ReputationState, reputation
 
 # up to 25 coordinates of at most 2e5 keep every norm below the default bound of 2**20
 VALUES = st.one_of(
@@ -33,7 +34,12 @@ def rounds(draw: st.DrawFn, min_n: int = 3, max_n: int = 9) -> tuple[list[Any], 
 
 def _run(name: str, updates: list[Any], root: Any) -> Any:
     options = {"root": root} if name == "fltrust" else {}
+    if name == "reputation":
+        options = {"reference": root}
     return RULES[name](updates, **options)
+
+
+_NEEDS_ROOT = ("fltrust", "reputation")
 
 
 @SETTINGS
@@ -44,7 +50,7 @@ def _run(name: str, updates: list[Any], root: Any) -> Any:
 )
 def test_identical_updates_aggregate_to_themselves(name: str, update: Any, n: int) -> None:
     q = quantize(update)
-    assume(name != "fltrust" or q.any())
+    assume(name not in _NEEDS_ROOT or q.any())
     res = _run(name, [update.copy() for _ in range(n)], update)
     assert np.array_equal(res.fixed, q)
     assert np.array_equal(res.aggregate, q / 2.0**24)
@@ -56,7 +62,7 @@ def test_aggregation_ignores_input_order(
     name: str, data: tuple[list[Any], Any], perm_seed: int
 ) -> None:
     updates, root = data
-    assume(name != "fltrust" or quantize(root).any())
+    assume(name not in _NEEDS_ROOT or quantize(root).any())
     perm = np.random.default_rng(perm_seed).permutation(len(updates))
     a = _run(name, updates, root)
     b = _run(name, [updates[i] for i in perm], root)
@@ -72,7 +78,7 @@ def test_aggregation_ignores_input_order(
 @given(name=RULE_NAMES, data=rounds())
 def test_result_shape_and_weights(name: str, data: tuple[list[Any], Any]) -> None:
     updates, root = data
-    assume(name != "fltrust" or quantize(root).any())
+    assume(name not in _NEEDS_ROOT or quantize(root).any())
     res = _run(name, updates, root)
     n = len(updates)
     assert res.aggregate.shape == updates[0].shape
@@ -106,3 +112,34 @@ def test_krum_returns_one_of_the_updates(data: tuple[list[Any], Any]) -> None:
     res = RULES["krum"](updates)
     (chosen,) = res.selected
     assert np.array_equal(res.fixed, quantize(updates[chosen]))
+
+
+@SETTINGS
+@given(
+    data=rounds(min_n=3, max_n=7),
+    perm_seed=st.integers(0, 2**32 - 1),
+    history=st.lists(st.integers(-(2**22), 2**22), min_size=7, max_size=7),
+)
+def test_reputation_after_the_warmup_ignores_input_order(
+    data: tuple[list[Any], Any], perm_seed: int, history: list[int]
+) -> None:
+    """Bit-identical aggregate and state digest whatever the order, with a non-fresh state."""
+    updates, root = data
+    assume(quantize(root).any())
+    n = len(updates)
+    ids = [f"p{i}" for i in range(n)]
+    state = ReputationState(
+        parties=tuple(ids),
+        rounds=WARMUP_ROUNDS + 1,
+        cosine=tuple(history[:n]),
+        evidence=(0,) * n,
+        seen=(WARMUP_ROUNDS + 1,) * n,
+    )
+    perm = np.random.default_rng(perm_seed).permutation(n)
+    a = reputation(updates, reference=root, state=state, parties=ids)
+    b = reputation(
+        [updates[i] for i in perm], reference=root, state=state, parties=[ids[i] for i in perm]
+    )
+    assert a.digest == b.digest
+    assert a.state.digest() == b.state.digest()
+    assert sorted(ids[i] for i in a.excluded) == sorted(ids[int(perm[k])] for k in b.excluded)

@@ -7,8 +7,10 @@
 - ``GET <prefix>/<hex SHA-256 of the origin>/checkpoint``: the latest cosigned checkpoint.
 
 Hostile clients cannot stop it: bodies are bounded in size and in time (a whole-request
-deadline, not a per-read one), connections are capped, and any unexpected error becomes a 500
-for that request only.
+deadline, not a per-read one), the request line and headers must arrive within a short deadline
+(slowloris), connections are capped in all and per client address (so one address holding idle
+connections cannot lock others out), and any unexpected error becomes a 500 for that request
+only.
 """
 
 from __future__ import annotations
@@ -29,8 +31,13 @@ __all__ = ["WitnessServer"]
 
 #: A request (headers and body) must arrive within this many seconds.
 REQUEST_DEADLINE = 10.0
+#: The request line and headers must arrive within this many seconds (also between requests
+#: on a kept-alive connection): an idle connection holds its slot no longer.
+HEADER_DEADLINE = 3.0
 #: Connections served at once; more are closed at once.
 MAX_CONNECTIONS = 64
+#: Connections served at once from one client address; more from it are closed at once.
+MAX_PER_CLIENT = 8
 _ORIGIN_HASH_PATH = re.compile(r"/([0-9a-f]{64})/checkpoint", re.ASCII)
 
 
@@ -39,6 +46,8 @@ class WitnessServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # a burst of connections waits in the kernel's queue rather than in SYN retransmits
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -49,13 +58,19 @@ class WitnessServer(ThreadingHTTPServer):
         prefix: str = "",
         log: Callable[[str], None] | None = None,
         request_deadline: float = REQUEST_DEADLINE,
+        header_deadline: float = HEADER_DEADLINE,
         max_connections: int = MAX_CONNECTIONS,
+        max_per_client: int = MAX_PER_CLIENT,
     ) -> None:
         self.witness = witness
         self.request_deadline = request_deadline
+        self.header_deadline = min(header_deadline, request_deadline)
         self.prefix = prefix.rstrip("/")
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_per_client = max_per_client
+        self._per_client: dict[str, int] = {}
+        self._per_client_lock = threading.Lock()
         super().__init__((host, port), _Handler)
 
     @property
@@ -64,19 +79,32 @@ class WitnessServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}{self.prefix}"
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
+        host = str(client_address[0])
+        with self._per_client_lock:
+            taken = self._per_client.get(host, 0)
+            if taken >= self.max_per_client or not self._slots.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            self._per_client[host] = taken + 1
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._release(host)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self._release(str(client_address[0]))
+
+    def _release(self, host: str) -> None:
+        with self._per_client_lock:
+            left = self._per_client.get(host, 1) - 1
+            if left > 0:
+                self._per_client[host] = left
+            else:
+                self._per_client.pop(host, None)
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -96,14 +124,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         # A socket timeout bounds each read only: a client dripping its headers a byte at a
-        # time would hold the connection for ever. This bounds the whole request.
+        # time would hold the connection for ever. These bound the headers (short) and the
+        # whole request.
+        self.connection.settimeout(self.server.header_deadline)
+        self._headers_timer = threading.Timer(self.server.header_deadline, self._expire)
+        self._headers_timer.daemon = True
         timer = threading.Timer(2 * self.server.request_deadline, self._expire)
         timer.daemon = True
+        self._headers_timer.start()
         timer.start()
         try:
             super().handle_one_request()
         finally:
             timer.cancel()
+            self._headers_timer.cancel()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        # the headers are in: the body gets the request deadline (see _read_body)
+        self._headers_timer.cancel()
+        with contextlib.suppress(OSError):
+            self.connection.settimeout(self.server.request_deadline)
+        return parsed
 
     def _expire(self) -> None:
         with contextlib.suppress(OSError):

@@ -37,13 +37,13 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ailedger._fs import PRIVATE_FILE_MODE, create_private_file, write_atomic
+from ailedger._fs import PRIVATE_FILE_MODE, create_private_file, open_dir, write_atomic
 from ailedger._input import parse_json
 from ailedger.auditlog import _merkle
 from ailedger.auditlog._tiles import TileState
@@ -64,6 +64,9 @@ from ailedger.errors import (
     WorkspaceError,
     WorkspaceLocked,
 )
+
+if TYPE_CHECKING:
+    from ailedger.ledger import AnchorRegistry
 
 __all__ = ["AuditLog", "LogEntry", "default_origin", "origin_hash"]
 
@@ -645,14 +648,38 @@ class AuditLog:
         """The C2SP verifier key string an auditor needs: ``<origin>+<id>+<key>``."""
         return verifier_key(self.origin, public_key)
 
-    def checkpoint(self, key: Ed25519PrivateKey) -> bytes:
+    def checkpoint(
+        self,
+        key: Ed25519PrivateKey,
+        *,
+        registry: AnchorRegistry | None = None,
+        operator: str | None = None,
+    ) -> bytes:
         """Sign (or return the already signed) checkpoint of the log's current size.
 
         Refuses (:class:`VerificationError`) to sign a tree that is not an extension of the
         last checkpoint it signed, which is what tampering with the stored log would produce.
+
+        With ``registry`` (the log's ``AnchorRegistry`` on a chain), it first reads every
+        anchor that ``operator`` (default: the registry's ledger account) published for this
+        log, and refuses, signing nothing, when the log conflicts with any of them (see
+        :func:`ailedger.auditlog.anchoring.check_published`): a restored backup or a rewritten
+        log is never signed over what the chain already holds. Chain errors propagate
+        (:class:`NodeUnavailable`, :class:`LedgerError`).
         """
         self._require_writable()
+        published = None
+        if registry is not None:
+            from ailedger.auditlog.anchoring import chain_anchors
+
+            account = operator if operator is not None else registry.ledger.account
+            # read before taking the log's lock: appends need not wait for the node
+            published = chain_anchors(registry, self.origin_hash, operator=account)
         with self._db_lock:
+            if published is not None:
+                from ailedger.auditlog.anchoring import check_published
+
+                check_published(self, published)
             size = self._tree.size
             root = self.root(size)
             last = self._conn.execute(
@@ -924,22 +951,26 @@ def _data_key(conn: sqlite3.Connection, key_path: Path, *, writable: bool) -> by
 
 def _write_new_key(path: Path, key: bytes) -> None:
     """Create ``path`` holding ``key``, exclusively and 0600 from the start, durably."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, PRIVATE_FILE_MODE)
-    except FileExistsError as exc:
-        raise WorkspaceError(f"{path} appeared while the log was being opened") from exc
+        # the folder as :func:`open_dir` walks it: another user's symlink on the way is refused
+        dir_fd = open_dir(path.parent, create=True, mode=0o700)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot create {path.parent}: {exc.strerror or exc}") from exc
     try:
-        os.write(fd, key)
-        os.fsync(fd)
-    except BaseException:
+        try:
+            fd = os.open(path.name, flags, PRIVATE_FILE_MODE, dir_fd=dir_fd)
+        except FileExistsError as exc:
+            raise WorkspaceError(f"{path} appeared while the log was being opened") from exc
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.name, dir_fd=dir_fd)
+            raise
         os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)

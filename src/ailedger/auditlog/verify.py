@@ -20,7 +20,16 @@ a :class:`VerifyReport` when everything holds. Memory stays flat: one partial ti
 The anchors it is given must be those of the log's operator only (see
 :func:`ailedger.auditlog.anchoring.chain_anchors`); :func:`read_binding` reads, from the export,
 the operator's account and registry as signed by the log's own key. Every file of an export is
-read bounded in size (and, over HTTP, within a deadline), and its JSON parsed with limits.
+read bounded in size by what it is (:func:`limit_for`: a signed note 16 KiB, a tile 8 KiB, the
+checkpoint listing 1 MiB and at most :data:`MAX_LISTED_CHECKPOINTS` sizes, an entry bundle 64 MiB),
+over HTTP within a per-file deadline and an overall one for the whole export, and its JSON
+parsed with limits. Listed checkpoints are fetched and opened one at a time, stopping at the
+first missing or bad one, so memory and time do not grow with what a hostile listing claims.
+
+An export older than an anchor of its operator (a mirror not yet updated, or a log rolled back
+after anchoring: the two look alike without the newer entries) is checked in full against
+everything it covers and then refused with :class:`OlderThanAnchor`, which says so; with
+``allow_older`` it passes as a verified prefix, the newer anchors listed as unchecked.
 """
 
 from __future__ import annotations
@@ -50,12 +59,16 @@ from ailedger.errors import (
 )
 
 __all__ = [
+    "MAX_LISTED_CHECKPOINTS",
     "AnchorClaim",
     "DirectorySource",
     "HttpSource",
     "LogSource",
+    "OlderThanAnchor",
     "Source",
     "VerifyReport",
+    "fetch_capped",
+    "limit_for",
     "read_binding",
     "verify_export",
     "verify_stored",
@@ -65,6 +78,47 @@ _W = _merkle.TILE_WIDTH
 _H = 32
 #: the most bytes one file of an export may hold (an entry bundle of 256 large entries)
 MAX_FILE_BYTES = 64 * 1024 * 1024
+#: a signed note (checkpoint with cosignatures, binding): a few hundred bytes in practice
+MAX_NOTE_BYTES = 16 * 1024
+#: ``ailedger/checkpoints.json``: sizes listed, and its bytes
+MAX_LISTED_CHECKPOINTS = 10_000
+MAX_LISTING_BYTES = 1024 * 1024
+#: the default overall deadline for reading an export over HTTP, in seconds
+EXPORT_DEADLINE = 600.0
+
+
+def limit_for(path: str) -> int:
+    """The most bytes the export file at ``path`` may hold, by what it is."""
+    if path in ("checkpoint", BINDING_PATH) or path.startswith("ailedger/checkpoints/"):
+        return MAX_NOTE_BYTES
+    if path == "ailedger/checkpoints.json":
+        return MAX_LISTING_BYTES
+    if path.startswith("tile/") and not path.startswith("tile/entries/"):
+        return _W * _H
+    return MAX_FILE_BYTES
+
+
+def fetch_capped(source: Source, path: str) -> bytes | None:
+    """``source.fetch(path)``, refusing (:class:`InputError`) more than :func:`limit_for` bytes.
+
+    Our own sources stop reading at the cap; any other source is checked after the fact, but
+    for the operator's own stored log (:class:`LogSource`, ``verify --deep``), which is not
+    outside input and may hold more checkpoints than an export listing is allowed.
+    """
+    limit = limit_for(path)
+    if isinstance(source, LogSource):
+        return source.fetch(path)
+    if isinstance(source, (DirectorySource, HttpSource)):
+        data = source.fetch(path, limit=limit)
+    else:
+        data = source.fetch(path)
+    if data is not None and len(data) > limit:
+        raise InputError(f"{source}: {path} is larger than {limit} bytes")
+    return data
+
+
+class OlderThanAnchor(VerificationError):
+    """The export verifies, but its operator has anchored a larger tree than it holds."""
 
 
 class Source(Protocol):
@@ -82,10 +136,12 @@ class DirectorySource:
         self.root = root
         self.max_bytes = max_bytes
 
-    def fetch(self, path: str) -> bytes | None:
+    def fetch(self, path: str, *, limit: int | None = None) -> bytes | None:
+        """The file at ``path``, at most ``limit`` (default ``max_bytes``) bytes; None if absent."""
+        cap = self.max_bytes if limit is None else min(limit, self.max_bytes)
         try:
             with (self.root / path).open("rb") as file:
-                return read_bounded(file, limit=self.max_bytes, what=f"{self.root / path}")
+                return read_bounded(file, limit=cap, what=f"{self.root / path}")
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
@@ -100,7 +156,9 @@ class HttpSource:
 
     Each file is read in at most ``deadline`` seconds in all (a peer that drips bytes slowly
     cannot hold the verifier), with ``timeout`` seconds per network operation, and no file
-    past ``max_bytes``.
+    past ``max_bytes`` (or the ``limit`` given to :meth:`fetch`). Every fetch after ``total``
+    seconds from the first one fails (:class:`NodeUnavailable`): the whole export is read
+    within it.
     """
 
     def __init__(
@@ -110,39 +168,56 @@ class HttpSource:
         timeout: float = 10.0,
         deadline: float = 60.0,
         max_bytes: int = MAX_FILE_BYTES,
+        total: float = EXPORT_DEADLINE,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise InputError(f"not an http(s) URL: {url!r}")
+        if not total > 0:
+            raise InputError(f"the deadline must be a positive number of seconds, got {total}")
         self.url = url.rstrip("/") + "/"
         self.timeout = timeout
         self.deadline = deadline
         self.max_bytes = max_bytes
+        self.total = total
+        self._ends: float | None = None
 
-    def fetch(self, path: str) -> bytes | None:
+    def fetch(self, path: str, *, limit: int | None = None) -> bytes | None:
+        """The file at ``path``, at most ``limit`` (default ``max_bytes``) bytes; None on 404."""
         what = f"{self.url}{path}"
-        ends = time.monotonic() + self.deadline
+        now = time.monotonic()
+        if self._ends is None:
+            self._ends = now + self.total
+        if now >= self._ends:
+            raise NodeUnavailable(self._late())
+        ends = min(now + self.deadline, self._ends)
+        limit = self.max_bytes if limit is None else min(limit, self.max_bytes)
         try:
             with urllib.request.urlopen(  # noqa: S310 - http(s) only, checked above
-                self.url + path, timeout=min(self.timeout, self.deadline)
+                self.url + path, timeout=max(0.001, min(self.timeout, ends - now))
             ) as response:
                 length = response.headers.get("Content-Length")
                 if (
                     length is not None
                     and length.isascii()
                     and length.isdigit()
-                    and int(length) > self.max_bytes
+                    and int(length) > limit
                 ):
-                    raise InputError(f"{what}: larger than {self.max_bytes} bytes")
+                    raise InputError(f"{what}: larger than {limit} bytes")
                 reader = _DeadlineReader(response, ends, what)
-                return read_bounded(reader, limit=self.max_bytes, what=what)  # type: ignore[arg-type]
+                return read_bounded(reader, limit=limit, what=what)  # type: ignore[arg-type]
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None
             raise NodeUnavailable(f"{what}: HTTP {exc.code}") from exc
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            if time.monotonic() >= self._ends:
+                raise NodeUnavailable(self._late()) from exc
             raise NodeUnavailable(f"cannot reach the log at {self.url}: {exc}") from exc
         except (http.client.HTTPException, ValueError) as exc:  # malformed status line, header
             raise NodeUnavailable(f"{what}: not a valid HTTP response ({exc})") from exc
+
+    def _late(self) -> str:
+        return f"the export at {self.url} was not read within the deadline of {self.total:g} s"
 
     def __str__(self) -> str:
         return self.url
@@ -189,6 +264,8 @@ class VerifyReport:
     anchors: int
     entries_checked: int
     receipts_checked: int
+    #: anchors above the export's size, left unchecked (only with ``allow_older``)
+    newer_anchors: tuple[AnchorClaim, ...] = ()
 
 
 def verify_export(
@@ -199,14 +276,17 @@ def verify_export(
     trusted_checkpoints: Iterable[bytes] = (),
     entries: Sequence[tuple[int, bytes]] = (),
     receipts: Sequence[tuple[bytes, bytes]] = (),
+    allow_older: bool = False,
 ) -> VerifyReport:
     """Verify a whole export; see the module docstring for the steps.
 
     ``entries`` are (index, exact bytes) the auditor holds; ``receipts`` are (tlog-proof bytes,
-    entry bytes) pairs. Raises on the first disagreement.
+    entry bytes) pairs. Raises on the first disagreement. An anchor above the export's size
+    raises :class:`OlderThanAnchor` once everything else verified, unless ``allow_older``
+    (then it is listed in :attr:`VerifyReport.newer_anchors`).
     """
     # 1. signed checkpoints
-    latest_note = source.fetch("checkpoint")
+    latest_note = fetch_capped(source, "checkpoint")
     if latest_note is None:
         raise VerificationError(f"{source}: the export has no checkpoint")
     latest = _open(latest_note, verifier, "the latest checkpoint")
@@ -214,10 +294,20 @@ def verify_export(
     signed: dict[int, tuple[bytes, str]] = {
         latest.size: (latest.root_hash, "the latest checkpoint")
     }
-    sizes = _checkpoint_sizes(source.fetch("ailedger/checkpoints.json"))
-    notes = [(source.fetch(f"ailedger/checkpoints/{s}"), f"checkpoint {s}") for s in sizes]
-    notes += [(note, "a checkpoint kept by the auditor") for note in trusted_checkpoints]
-    for note, what in notes:
+    sizes = _checkpoint_sizes(
+        fetch_capped(source, "ailedger/checkpoints.json"),
+        most=None if isinstance(source, LogSource) else MAX_LISTED_CHECKPOINTS,
+    )
+
+    def notes() -> Iterable[tuple[bytes | None, str]]:
+        # one at a time: each is opened before the next is fetched
+        for s in sizes:
+            what = f"checkpoint {s}"
+            yield fetch_capped(source, f"ailedger/checkpoints/{s}"), what
+        for note in trusted_checkpoints:
+            yield note, "a checkpoint kept by the auditor"
+
+    for note, what in notes():
         if note is None:
             raise VerificationError(f"{what} is listed but missing from the export")
         checkpoint = _open(note, verifier, what, origin=origin)
@@ -233,13 +323,8 @@ def verify_export(
                 "different roots: the log forked"
             )
         signed[checkpoint.size] = (checkpoint.root_hash, what)
-    for anchor in anchors:
-        if anchor.size > latest.size:
-            raise VerificationError(
-                f"anchor #{anchor.index} (block {anchor.block_number}) covers {anchor.size} "
-                f"entries, but the log's latest checkpoint has only {latest.size}: the log was "
-                "truncated or rolled back after it was anchored"
-            )
+    newer = tuple(a for a in anchors if a.size > latest.size)
+    anchors = [a for a in anchors if a.size <= latest.size]
     # 4. (gathered) receipts: signatures and inclusion against their own checkpoint first
     receipt_sizes: dict[int, list[tuple[int, bytes, str]]] = {}
     for number, (raw, entry) in enumerate(receipts):
@@ -281,6 +366,17 @@ def verify_export(
                     what=f"{what} at size {size}: the log's entries give another root "
                     "(history rewritten); root",
                 )
+    if newer and not allow_older:
+        top = max(newer, key=lambda a: a.size)
+        raise OlderThanAnchor(
+            f"this export (size {latest.size}) is consistent in itself and with the "
+            f"{len(signed)} checkpoint(s) and {len(anchors)} anchor(s) it covers, but it is "
+            f"older than the operator's anchor #{top.index} (size {top.size}, block "
+            f"{top.block_number}): without the newer entries it cannot show that it is a "
+            "prefix of the anchored history: it is an outdated copy, or the log was truncated "
+            "or rolled back after it was anchored; fetch a newer export, or give "
+            "--allow-older to accept it as an older version"
+        )
     return VerifyReport(
         origin=origin,
         size=latest.size,
@@ -289,6 +385,7 @@ def verify_export(
         anchors=len(anchors),
         entries_checked=len(wanted),
         receipts_checked=len(receipts),
+        newer_anchors=newer,
     )
 
 
@@ -337,7 +434,7 @@ class _Recompute:
 
     def _bundle_leaves(self, n: int, first: int, width: int) -> list[bytes]:
         last = first + width - 1
-        raw = self.source.fetch(_merkle.entries_path(n, width))
+        raw = fetch_capped(self.source, _merkle.entries_path(n, width))
         if raw is None:
             raise VerificationError(
                 f"entries {first}..{last}: the bundle {_merkle.entries_path(n, width)} is missing "
@@ -391,9 +488,9 @@ class _Recompute:
 
     def _tile(self, level: int, index: int, width: int) -> bytes:
         path = _merkle.Tile(level, index, width).path()
-        raw = self.source.fetch(path)
+        raw = fetch_capped(self.source, path)
         if raw is None and width < _W:
-            full = self.source.fetch(_merkle.Tile(level, index).path())
+            full = fetch_capped(self.source, _merkle.Tile(level, index).path())
             raw = full[: width * _H] if full is not None else None
         if raw is None:
             raise VerificationError(f"tile {path} is missing from the export")
@@ -402,19 +499,26 @@ class _Recompute:
         return raw[: width * _H]
 
 
-def _checkpoint_sizes(listing: bytes | None) -> list[int]:
-    """The sizes listed in ``ailedger/checkpoints.json`` (a JSON list of tree sizes)."""
+def _checkpoint_sizes(listing: bytes | None, *, most: int | None) -> list[int]:
+    """The sizes listed in ``ailedger/checkpoints.json`` (a JSON list of tree sizes).
+
+    More than ``most`` sizes (None: no bound) is :class:`InputError`.
+    """
     what = "ailedger/checkpoints.json"
     if not listing:
         return []
     try:
-        sizes = parse_json(listing, what=what, max_depth=2)
+        sizes = parse_json(listing, what=what, max_depth=2, max_bytes=max(len(listing), 1))
     except InputError as exc:
         raise VerificationError(f"the export is malformed: {exc}") from exc
     if not isinstance(sizes, list) or not all(
         type(s) is int and 0 <= s <= MAX_TREE_SIZE for s in sizes
     ):
         raise VerificationError(f"{what} is not a list of tree sizes")
+    if most is not None and len(sizes) > most:
+        raise InputError(
+            f"{what} lists {len(sizes)} checkpoints, more than the {most} a verifier fetches"
+        )
     if len(set(sizes)) != len(sizes):
         raise VerificationError(f"{what} lists a size twice")
     return sizes
@@ -427,11 +531,11 @@ def read_binding(source: Source, verifier: NoteVerifier) -> AnchorBinding | None
     not signed by the log's key, or about another log. The latest checkpoint is opened first,
     so a wrong key or a missing checkpoint is reported as such.
     """
-    latest = source.fetch("checkpoint")
+    latest = fetch_capped(source, "checkpoint")
     if latest is None:
         raise VerificationError(f"{source}: the export has no checkpoint")
     _open(latest, verifier, "the latest checkpoint")
-    note = source.fetch(BINDING_PATH)
+    note = fetch_capped(source, BINDING_PATH)
     return None if note is None else open_binding(note, verifier)
 
 

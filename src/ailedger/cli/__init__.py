@@ -15,10 +15,20 @@ from typing import Annotated
 import typer
 
 from ailedger import __version__
-from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_console, state
+from ailedger.cli._common import (
+    JsonOpt,
+    RpcOpt,
+    WorkspaceOpt,
+    ascii_int_params,
+    emit,
+    err_console,
+    state,
+)
 from ailedger.cli.chain import chain_app
+from ailedger.cli.fees import fees_app
 from ailedger.cli.log import log_app, verify
 from ailedger.cli.provenance import keys_app, provenance_app, share_app
+from ailedger.cli.sentinel import sentinel_app
 from ailedger.cli.train import train_app
 from ailedger.cli.train_protocol import create_command, join_command  # noqa: F401 (registers)
 from ailedger.cli.witness import witness_app
@@ -35,9 +45,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(chain_app, name="chain")
+app.add_typer(fees_app, name="fees")
 app.add_typer(log_app, name="log")
 app.command()(verify)
 app.add_typer(provenance_app, name="provenance")
+app.add_typer(sentinel_app, name="sentinel")
 app.add_typer(share_app, name="share")
 app.add_typer(keys_app, name="keys")
 app.add_typer(train_app, name="train")
@@ -132,7 +144,7 @@ def main() -> None:
 
     warnings.showwarning = _show_warning
     try:
-        code = app(standalone_mode=False)
+        code = ascii_int_params(typer.main.get_command(app))(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as before
         exc.show()
         sys.exit(2)

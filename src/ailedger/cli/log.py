@@ -105,11 +105,18 @@ def checkpoint(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None
     """Sign a checkpoint of the log's current size (C2SP signed note), have the witnesses in
     config.toml cosign it, and print it."""
     from ailedger.cli.witness import collect_cosignatures
+    from ailedger.errors import WorkspaceError
 
     ws, log = _open(workspace)
     with log:
-        _check_published(ws, log)
-        note = log.checkpoint(ws.signing_key(passphrase_source()))
+        signing_key = ws.signing_key(passphrase_source())
+        with ws.ledger() as ledger:
+            try:
+                registry = ws.anchor_registry(ledger)
+            except WorkspaceError:  # no registry on this chain yet: nothing was anchored there
+                registry = None
+            # the library compares the log with the operator's anchors before signing
+            note = log.checkpoint(signing_key, registry=registry, operator=ws.keystore().address)
         note = collect_cosignatures(ws, log, note)
     if as_json:
         emit(True, {"checkpoint": note.decode()})
@@ -307,14 +314,38 @@ def verify(
         int | None, typer.Option(min=1, help="How many --witness must cosign (default: all).")
     ] = None,
     deep: Annotated[bool, typer.Option(help="Recompute every leaf of the stored log.")] = False,
+    allow_older: Annotated[
+        bool,
+        typer.Option(
+            help="Accept an export older than the operator's newest anchor as a verified "
+            "prefix (the newer anchors are listed as unchecked)."
+        ),
+    ] = False,
+    deadline: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            max=86400.0,
+            help="Seconds to read a whole export over http(s) in (a slow or endless export "
+            "gives exit 3).",
+        ),
+    ] = 600.0,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a log as an outsider: signatures, every entry, consistency, on-chain anchors.
 
+    The outside evidence is a chain (--rpc, or a workspace's), witnesses' cosignatures
+    (--witness, no chain needed), or both; with neither, the result says that anchors went
+    unchecked and only the log's own key vouches for the history.
+
     Only the anchors of the log's operator count: the account named by the export's binding
     (signed with the log's key), or --operator, or for the workspace's own log its account.
+
+    An export older than one of those anchors is checked in full and then refused (exit 1,
+    saying it is older, not that the log was truncated: without the newer entries the two
+    look alike); --allow-older accepts it as a verified prefix (exit 0, with a warning).
     """
     from ailedger.auditlog.anchoring import chain_anchors
     from ailedger.auditlog.log import origin_hash
@@ -322,6 +353,7 @@ def verify(
     from ailedger.auditlog.verify import (
         DirectorySource,
         HttpSource,
+        fetch_capped,
         read_binding,
         verify_export,
         verify_stored,
@@ -343,27 +375,39 @@ def verify(
     binding = None
     if export is not None:
         source = (
-            HttpSource(export)
+            HttpSource(export, total=deadline)
             if export.startswith(("http://", "https://"))
             else DirectorySource(Path(export))
         )
         binding = read_binding(source, verifier)
-    if ws is None and rpc is None:
-        raise InputError("give a chain: --rpc URL, or --workspace DIR")
-    ledger = ws.ledger(rpc=rpc) if ws is not None else None
-    if ledger is None:
-        from ailedger.ledger import Ledger
+    # The chain is read when one is given (--rpc, --workspace), for the workspace's own stored
+    # log, or from a workspace found by default, unless witnesses are the outside evidence.
+    use_chain = (
+        rpc is not None
+        or workspace is not None
+        or export is None
+        or (ws is not None and (not witness or pinned is not None or registry is not None))
+    )
+    anchors: list[Any] = []
+    where: dict[str, Any] | None = None
+    embedded = False
+    if use_chain:
+        ledger = ws.ledger(rpc=rpc) if ws is not None else None
+        if ledger is None:
+            from ailedger.ledger import Ledger
 
-        assert rpc is not None
-        ledger = Ledger.connect(rpc)
-    with ledger:
-        where = _anchoring(ledger, ws, verifier.name, binding, pinned, registry)
-        anchors = chain_anchors(
-            AnchorRegistry(ledger=ledger, address=where["registry"]),
-            origin_hash(verifier.name),
-            operator=where["operator"],
-        )
-        embedded = ledger.backend == "embedded"
+            assert rpc is not None
+            ledger = Ledger.connect(rpc)
+        with ledger:
+            where = _anchoring(ledger, ws, verifier.name, binding, pinned, registry)
+            anchors = chain_anchors(
+                AnchorRegistry(ledger=ledger, address=where["registry"]),
+                origin_hash(verifier.name),
+                operator=where["operator"],
+            )
+            embedded = ledger.backend == "embedded"
+    elif pinned is not None or registry is not None:
+        raise InputError("--operator and --registry need a chain: give --rpc URL or --workspace")
     if export is None:
         from ailedger.auditlog.log import AuditLog
 
@@ -379,14 +423,18 @@ def verify(
             trusted_checkpoints=[_read_bytes(p) for p in checkpoint or []],
             entries=[_entry_pair(item) for item in entry or []],
             receipts=[_receipt_pair(item) for item in receipt or []],
+            allow_older=allow_older,
         )
-        latest = source.fetch("checkpoint")
+        latest = fetch_capped(source, "checkpoint")
     from ailedger.cli.witness import require_cosignatures
 
     cosigners = require_cosignatures(
         latest, witness or [], witness_quorum, size=report.size, root=report.root
     )
-    trust = "none" if not anchors else "operator-controlled" if embedded else "chain"
+    if where is None:
+        trust = "unchecked"
+    else:
+        trust = "none" if not anchors else "operator-controlled" if embedded else "chain"
     doc = {
         "ok": True,
         "origin": report.origin,
@@ -394,16 +442,32 @@ def verify(
         "root": report.root.hex(),
         "checkpoints": report.checkpoints,
         "anchors": report.anchors,
+        "anchors_checked": where is not None,
         "anchors_trust": trust,
         "anchoring": where,
+        "newer_anchors_unchecked": [
+            {"index": a.index, "size": a.size, "block": a.block_number}
+            for a in report.newer_anchors
+        ],
         "entries_checked": report.entries_checked,
         "receipts_checked": report.receipts_checked,
-        "witnesses": cosigners,
+        # one entry per distinct witness key (its first name); other names of a key listed apart
+        "witnesses": [names[0] for names in cosigners],
+        "witness_aliases": {names[0]: names[1:] for names in cosigners if len(names) > 1},
+        "witnesses_checked": bool(cosigners),
     }
-    text = (
-        f"verified {report.origin}: {report.size} entries, {report.checkpoints} checkpoint(s), "
-        f"{report.anchors} on-chain anchor(s) by {where['operator']} consistent"
-    )
+    text = f"verified {report.origin}: {report.size} entries, {report.checkpoints} checkpoint(s)"
+    if where is not None:
+        text += f", {report.anchors} on-chain anchor(s) by {where['operator']} consistent"
+    else:
+        text += "; anchors unchecked (no chain given: --rpc URL or --workspace DIR)"
+    if report.newer_anchors:
+        top = max(report.newer_anchors, key=lambda a: a.size)
+        text += (
+            f"\nwarning: this export is older than {len(report.newer_anchors)} anchor(s) of its "
+            f"operator (newest: size {top.size}, block {top.block_number}), which were not "
+            "checked: it is verified as an older version only"
+        )
     if trust == "operator-controlled":
         text += (
             "\nnote: these anchors are on the embedded chain, which the log's operator "
@@ -411,7 +475,17 @@ def verify(
             "there); witnesses are the outside check"
         )
     if cosigners:
-        text += f"\ncosigned by {len(cosigners)} witness(es): {', '.join(cosigners)}"
+        shown = [
+            names[0] + (f" (the same key also named {', '.join(names[1:])})" if names[1:] else "")
+            for names in cosigners
+        ]
+        text += f"\ncosigned by {len(cosigners)} witness(es): {', '.join(shown)}"
+    elif where is None:
+        text += (
+            "\nwarning: neither a chain nor witnesses were checked: only the log's own key "
+            "vouches for this history, and its holder could have rewritten and re-signed it "
+            "(give --witness KEY or --rpc URL)"
+        )
     emit(as_json, doc, text)
 
 

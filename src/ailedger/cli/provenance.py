@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit
+from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_console
 from ailedger.config import passphrase_source, workspace_path
 from ailedger.errors import AiledgerError, InputError
+from ailedger.provenance.digest import Digest
 
 if TYPE_CHECKING:
     from ailedger.ledger import Ledger, Receipt
     from ailedger.provenance.dsse import TrustedKey
+    from ailedger.provenance.registry import Verification
     from ailedger.workspace import Workspace
 
 __all__ = ["keys_app", "provenance_app", "share_app"]
@@ -31,7 +33,9 @@ share_app = typer.Typer(
 )
 keys_app = typer.Typer(help="The workspace's public keys, to hand to others.", no_args_is_help=True)
 
-DigestArg = Annotated[str, typer.Argument(help="A registered digest: 64 hex digits (0x optional).")]
+DigestArg = Annotated[
+    str, typer.Argument(help="A registered digest: sha256:<64 hex> (0x<64 hex> accepted).")
+]
 ResourceOpt = Annotated[
     str, typer.Option("--resource", "-r", help="The registered digest the file is shared under.")
 ]
@@ -74,7 +78,7 @@ def register(
     as_json: JsonOpt = False,
 ) -> None:
     """Hash PATH, sign its manifest and register it on chain under this workspace's account,
-    with its parents."""
+    with its parents; write the evidence beside it as PATH.ailedger.json."""
     from ailedger.provenance.registry import parse_parent, register_artifact
     from ailedger.workspace import Workspace
 
@@ -92,13 +96,15 @@ def register(
             parents=parents,
             ignore=ignore or [],
             allow_symlinks=allow_symlinks,
+            write_bundle=True,
         )
     doc = reg.to_json()
     emit(
         as_json,
         doc,
         f"registered {reg.kind} {doc['digest']}\nblock {reg.block_number}, "
-        f"{doc.get('gas_used')} gas, parents: {len(reg.parents)}",
+        f"{doc.get('gas_used')} gas, parents: {len(reg.parents)}\n"
+        f"bundle {doc['bundle']} (ship it with the artifact)",
     )
 
 
@@ -113,6 +119,13 @@ def verify(
         typer.Option(help="Another trusted Ed25519 or P-256 public key, PEM (repeatable)."),
     ] = None,
     registrant: RegistrantOpt = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="The bundle of PATH (default: PATH.ailedger.json beside it, if present); with "
+            "one, only --rpc (or a workspace's chain) and --trust are needed."
+        ),
+    ] = None,
     statement: Annotated[
         list[Path] | None,
         typer.Option(
@@ -128,24 +141,34 @@ def verify(
     """Check PATH against its registration by a trusted registrant and a trusted signature
     (exit 1 if it differs).
 
-    Only the registration made by --registrant (default: this workspace's account) counts; its
-    signed statement must name that account and be signed by a trusted key.
+    Only the registration made by --registrant (default: the bundle's, else this workspace's
+    account) counts; its signed statement must name that account and be signed by a trusted
+    key. With a bundle, no workspace is needed: --rpc URL --trust KEY.pem suffice.
     """
     from ailedger.ledger.provenance import parse_address
+    from ailedger.provenance.bundle import bundle_path
     from ailedger.provenance.registry import import_statement, parse_digest, verify_artifact
-    from ailedger.workspace import Workspace
 
     expected = parse_digest(digest, "--digest") if digest else None
     owner = parse_address(registrant, "--registrant") if registrant else None
     statements = [_read_statement(p) for p in statement or []]
-    ws = Workspace.open(workspace_path(workspace))
-    keys = [ws.public_key(), *(_trusted_key(p) for p in trust or [])]
-    for data in statements:
-        import_statement(ws, data)
-    with ws.ledger(rpc=rpc) as ledger:
-        result = verify_artifact(
-            ws, ledger, path, trusted_keys=keys, expected=expected, registrant=owner
-        )
+    trusted = [_trusted_key(p) for p in trust or []]
+    evidence = bundle if bundle is not None else bundle_path(path)
+    if bundle is not None or (
+        evidence.is_file() and not statements and _bundle_fits(evidence, owner)
+    ):
+        result = _verify_bundled(path, evidence, trusted, expected, owner, workspace, rpc)
+    else:
+        from ailedger.workspace import Workspace
+
+        ws = Workspace.open(workspace_path(workspace))
+        keys = [ws.public_key(), *trusted]
+        for data in statements:
+            import_statement(ws, data)
+        with ws.ledger(rpc=rpc) as ledger:
+            result = verify_artifact(
+                ws, ledger, path, trusted_keys=keys, expected=expected, registrant=owner
+            )
     doc = result.to_json()
     emit(
         as_json,
@@ -153,6 +176,51 @@ def verify(
         f"verified {doc['kind']} {doc['name']} {doc['digest']}\n"
         f"registered in block {doc['block_number']} by {doc['owner']}, {doc['files']} file(s)",
     )
+
+
+def _bundle_fits(evidence: Path, owner: str | None) -> bool:
+    """Whether the bundle found beside the artifact is of the asked registrant (any, when
+    none is asked); one of another registrant is left for the workspace's statements."""
+    from ailedger.provenance.bundle import read_bundle
+
+    return owner is None or read_bundle(evidence).registrant == owner
+
+
+def _verify_bundled(
+    path: Path,
+    evidence: Path,
+    trusted: list[TrustedKey],
+    expected: bytes | None,
+    owner: str | None,
+    workspace: Path | None,
+    rpc: str | None,
+) -> Verification:
+    """Verify PATH from its bundle: the workspace (if there is one) adds its own key and its
+    chain; with --rpc and no workspace, only the trusted keys given count."""
+    from ailedger.errors import WorkspaceError
+    from ailedger.ledger import Ledger
+    from ailedger.provenance.bundle import verify_with_bundle
+    from ailedger.workspace import Workspace
+
+    ws: Workspace | None = None
+    try:
+        ws = Workspace.open(workspace_path(workspace))
+    except WorkspaceError:
+        if workspace is not None or rpc is None:
+            raise
+    keys = [*([ws.public_key()] if ws is not None else []), *trusted]
+    if not keys:
+        raise InputError("give the registrant's public key to trust: --trust KEY.pem")
+    ledger = ws.ledger(rpc=rpc) if ws is not None else Ledger.connect(str(rpc))
+    with ledger:
+        return verify_with_bundle(
+            path,
+            ledger,
+            trusted_keys=keys,
+            bundle=evidence,
+            registrant=owner,
+            expected=expected,
+        )
 
 
 @provenance_app.command(name="lineage")
@@ -196,12 +264,10 @@ def statement(
     rpc: RpcOpt = None,
     as_json: JsonOpt = True,
 ) -> None:
-    """Print the signed statement (DSSE envelope) registered for DIGEST, as JSON."""
-    import json
-    import sys
-
+    """Print the signed statement (DSSE envelope) registered for DIGEST: the exact registered
+    bytes, whose SHA-256 is the statement digest on chain."""
     from ailedger.ledger.provenance import parse_address
-    from ailedger.provenance.registry import load_statement, lookup, parse_digest
+    from ailedger.provenance.registry import load_statement_bytes, lookup, parse_digest
     from ailedger.workspace import Workspace
 
     target = parse_digest(digest)
@@ -210,9 +276,14 @@ def statement(
     with ws.ledger(rpc=rpc) as ledger:
         reg = lookup(ws, ledger, target, owner=owner)
     if reg is None:
+        from ailedger.provenance.registry import NotRegistered
+
         who = owner or ws.keystore().address
-        raise InputError(f"{digest} is not registered by {who}")
-    sys.stdout.write(json.dumps(load_statement(ws, reg), sort_keys=True) + "\n")
+        raise NotRegistered(f"{digest} is not registered by {who}")
+    blob = load_statement_bytes(ws, reg)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(blob)
+    sys.stdout.buffer.flush()
 
 
 @share_app.command()
@@ -264,7 +335,7 @@ def grants(
     with ws.ledger(rpc=rpc) as ledger:
         found = list_grants(ws, ledger, target, owner=owner)
     doc = {
-        "resource": "0x" + target.hex(),
+        "resource": str(Digest(target)),
         "owner": owner or ws.keystore().address,
         "grants": [
             {
@@ -390,6 +461,12 @@ def open_cmd(
         f"opened version {opened.version}{older} of {opened.owner}'s {doc['resource']}, "
         f"sealed by {opened.sender}, into {out}",
     )
+    if opened.first:
+        err_console.print(
+            f"warning: the first version of {doc['resource']} opened here: nothing in this "
+            "workspace shows whether a newer version exists, so a replay of an older one "
+            "cannot be ruled out; ask the owner for the latest version number"
+        )
 
 
 def _is_std(path: Path) -> bool:
@@ -511,7 +588,7 @@ def _change_grant(
     with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:
         receipt = action(ws, ledger, target, recipient)
     doc = {
-        "resource": "0x" + target.hex(),
+        "resource": str(Digest(target)),
         "key": envelope.dump_public_key(recipient, encoding="raw").hex(),
         "tx_hash": receipt.tx_hash,
         "block_number": receipt.block_number,

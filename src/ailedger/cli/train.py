@@ -33,15 +33,16 @@ def simulate_command(
         str,
         typer.Option(
             help="none, label_flip, sign_flip, scaling, gaussian, alie, ipm, fang_krum, "
-            "fang_trim or free_rider."
+            "fang_trim, free_rider or reference_aware."
         ),
     ] = "none",
     rule: Annotated[
         str,
         typer.Option(
-            help="fedavg, median, trimmed_mean, krum, multikrum, bulyan, clip, fltrust or default."
+            help="auto (reputation for at most 20 clients, else default), fedavg, median, "
+            "trimmed_mean, krum, multikrum, bulyan, clip, fltrust, default or reputation."
         ),
-    ] = "default",
+    ] = "auto",
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 10,
     partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
@@ -57,6 +58,18 @@ def simulate_command(
     exclude_after: Annotated[
         int | None,
         typer.Option(help="Exclude a party flagged in at least this many rounds."),
+    ] = None,
+    public_size: Annotated[
+        int,
+        typer.Option(help="Examples held out of the training data as the public reference set."),
+    ] = 100,
+    loss_evidence: Annotated[
+        bool,
+        typer.Option(help="Reputation rule: add each update's loss change on the public set."),
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write a PNG of accuracy per round, with the honest-only baseline."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -92,6 +105,9 @@ def simulate_command(
         server_lr=server_lr,
         contribution=methods[contribution],
         exclude_after=exclude_after,
+        root_size=public_size,
+        loss_evidence=loss_evidence,
+        baselines=True,
     )
     dataset = load_dataset(config.data, config.data_dir, seed=config.seed)
     if as_json or not err_console.is_terminal:
@@ -115,6 +131,10 @@ def simulate_command(
                 ),
             )
     doc = result.to_json()
+    if plot is not None:
+        doc["plot"] = str(_plot(result, plot))
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}")
     if as_json:
         emit(True, doc)
     else:
@@ -128,15 +148,71 @@ def _summary(result: SimulationResult, doc: dict[str, Any]) -> str:
         f"{c.data}, {c.clients} clients ({c.malicious} malicious: {c.attack}), rule {c.rule}, "
         f"{c.partition}, {c.model}",
         f"final accuracy {result.final_accuracy:.4f} (test error {1 - result.final_accuracy:.4f})",
-        f"model digest {doc['model_digest']}",
     ]
+    if result.honest_only_accuracy is not None:
+        gap = result.honest_only_accuracy - result.final_accuracy
+        lines.append(
+            f"honest-only FedAvg {result.honest_only_accuracy:.4f} (gap {gap:+.4f}), "
+            f"attack-free FedAvg {result.attack_free_accuracy:.4f}"
+        )
+    lines.append(
+        f"rule used {result.rule_used}; public set: {result.public_set_size} examples held out "
+        "of the training data"
+    )
+    lines.append(f"model digest {doc['model_digest']}")
     if result.excluded:
         lines.append(f"excluded parties: {', '.join(map(str, result.excluded))}")
     scores = result.contributions
     if scores is not None:
         ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
         lines.append("contribution ranking (best first): " + ", ".join(map(str, ranked)))
+    if result.standings is not None:
+        marks = {"free_rider": " (free rider)", "suspect": " (suspect)", "trusted": ""}
+        lines.append(
+            "reputation ranking (lowest first): "
+            + ", ".join(
+                f"{s['party']} {s['reputation']:+.2f}{marks[s['verdict']]}"
+                for s in result.standings
+            )
+        )
     return "\n".join(lines)
+
+
+def _plot(result: SimulationResult, path: Path) -> Path:
+    """Accuracy per round of the run's rule and of the honest-only baseline, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise InputError("--plot needs matplotlib, which is not installed") from exc
+    rounds = [r.round + 1 for r in result.rounds]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(rounds, [r.test_accuracy for r in result.rounds], marker="o", label=result.rule_used)
+    if result.honest_only_curve is not None:
+        ax.plot(
+            rounds,
+            list(result.honest_only_curve),
+            linestyle="--",
+            label="FedAvg, honest parties only",
+        )
+    c = result.config
+    ax.set_title(
+        f"{c.data}, {c.clients} clients ({c.malicious} malicious: {c.attack}), {c.partition}"
+    )
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise InputError(f"cannot write the plot to {path}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
+    return path
 
 
 def _print_table(result: SimulationResult) -> None:

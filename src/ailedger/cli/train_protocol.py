@@ -4,6 +4,7 @@ processes: the embedded chain is held by one process at a time)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,35 @@ def create_command(
     max_norm: Annotated[
         float, typer.Option(help="Largest accepted L2 norm of an update.")
     ] = 1000.0,
+    public_set: Annotated[
+        str | None,
+        typer.Option(
+            help="The public validation set of the reputation rule: REGISTRANT:DIGEST of its "
+            "`provenance register` registration (an .npz with x and y)."
+        ),
+    ] = None,
+    fallback_reference: Annotated[
+        bool,
+        typer.Option(
+            "--fallback-reference",
+            help="Reputation rule without a public set: estimate the reference from the "
+            "updates (narrower: only attackers a majority sees as outliers).",
+        ),
+    ] = False,
+    contribution: Annotated[
+        str,
+        typer.Option(
+            help="Contribution scores: gtg (GTG-Shapley, each party evaluates coalitions) or "
+            "weights (the rule's weights, cheaper)."
+        ),
+    ] = "gtg",
+    sized_for: Annotated[
+        float | None,
+        typer.Option(
+            help="Malicious fraction the task is sized for; each round warns when it reaches "
+            "1/(2+B^2) (default: the reputation rule's f over the parties)."
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
@@ -54,12 +84,24 @@ def create_command(
     """Create a training task on chain and write the task file the parties join with."""
     from ailedger.config import passphrase_source, workspace_path
     from ailedger.federated._classifier import create_classifier_task
+    from ailedger.federated.protocol import PublicSet, TaskSpec
     from ailedger.ledger.training import TrainingTask
     from ailedger.workspace import Workspace
 
     addresses = [a.strip() for a in participants.split(",") if a.strip()]
+    named = PublicSet.parse(public_set) if public_set is not None else None
+    # the reference options are checked before the key is unlocked or anything is sent
+    TaskSpec(
+        shape=(1,), initial_digest="0" * 64, rounds=1, quorum=1, rule=rule,
+        public_set=named, fallback=fallback_reference, sized_for=sized_for,
+    )  # fmt: skip
     ws = Workspace.open(workspace_path(workspace))
     with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:
+        if named is not None:
+            # the parties check the registration in this workspace's registry
+            where = ws.contract_address(ledger.chain_id, "ProvenanceRegistry")
+            named = dataclasses.replace(named, registry=where)
+        options = {"public_set": named, "fallback": fallback_reference, "sized_for": sized_for}
         contract = TrainingTask(
             ledger=ledger, address=ws.contract_address(ledger.chain_id, TrainingTask.NAME)
         )
@@ -83,6 +125,8 @@ def create_command(
             attest_blocks=phase_blocks,
             exclude_after=exclude_after,
             max_norm=max_norm,
+            contribution=contribution,
+            **options,
         )
     ref.save(out)
     doc = {**ref.to_json(), "file": str(out)}
@@ -126,6 +170,21 @@ def join_command(
             "address or, for a wildcard host, the address of the interface towards the node)."
         ),
     ] = None,
+    peer_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Fetch other parties' blobs only from addresses in this network (CIDR, "
+            "repeat; default: config.toml [train] peer_networks, else any address but "
+            "link-local, multicast, unspecified or broadcast)."
+        ),
+    ] = None,
+    public_set: Annotated[
+        Path | None,
+        typer.Option(
+            help="Local copy of the task's public validation set (reputation tasks); checked "
+            "against its registration (digest and registrant) before use."
+        ),
+    ] = None,
     mine_idle_after: Annotated[
         float,
         typer.Option(
@@ -145,7 +204,7 @@ def join_command(
     from ailedger.config import passphrase_source, workspace_path
     from ailedger.federated._classifier import classifier_settings, run_classifier_party
     from ailedger.federated.protocol import RoundReport, TaskRef
-    from ailedger.federated.transport import BlobStore, check_endpoint
+    from ailedger.federated.transport import BlobStore, check_endpoint, parse_networks
     from ailedger.workspace import Workspace
 
     # the task file and --announce are checked before anything else starts
@@ -154,8 +213,17 @@ def join_command(
     if announce is not None:
         check_endpoint(announce)
     ws = Workspace.open(workspace_path(workspace))
+    networks = peer_network or ws.config.get("train", {}).get("peer_networks")
+    if networks is not None:
+        if not isinstance(networks, list) or not all(isinstance(n, str) for n in networks):
+            from ailedger.errors import InputError
+
+            raise InputError("config.toml [train] peer_networks is a list of CIDR strings")
+        parse_networks(networks)  # a malformed one is refused before anything starts
 
     def progress(report: RoundReport) -> None:
+        for warning in report.warnings:
+            err_console.print(f"warning: round {report.round}: {warning}")
         if not as_json:
             err_console.print(
                 f"round {report.round}: {report.status}, own update {report.own}, "
@@ -179,6 +247,9 @@ def join_command(
             timeout=timeout,
             workspace=ws,
             on_round=progress,
+            allowed_networks=networks,
+            public_set=public_set,
+            sentinel_marks=ws.path / "sentinel" / "exclusions.json",
         )
     state = "excluded by the other parties" if result["excluded"] else "finished"
     emit(

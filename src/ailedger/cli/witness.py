@@ -124,6 +124,12 @@ def add(
     section["servers"] = servers
     if quorum is not None:
         section["quorum"] = quorum
+    same_key = [e.verifier.name for e in endpoints if e.verifier.raw() == verifier.raw()]
+    if any(name != verifier.name for name in same_key):
+        raise InputError(
+            f"the key of {verifier.name} is already configured as {same_key[0]}: one witness "
+            "counts once, whatever its names"
+        )
     if int(section.get("quorum", 0)) > len(servers):
         raise InputError(f"a quorum of {section['quorum']} needs as many witnesses")
     ws.save()
@@ -176,23 +182,27 @@ def collect_cosignatures(ws: Any, log: Any, note: bytes) -> bytes:
     note, cosigned = cosign_checkpoint(
         log, note, endpoints, report=lambda line: err_console.print(line, markup=False)
     )
-    if len(cosigned) < quorum:
+    # one public key under two names (or two URLs) is one witness: count keys, not names
+    keys = {e.verifier.raw() for e in cosigned}
+    if len(keys) < quorum:
         raise VerificationError(
-            f"witness quorum not met: {len(cosigned)} of {len(endpoints)} witnesses cosigned, "
-            f"{quorum} required"
+            f"witness quorum not met: {len(keys)} of {len({e.verifier.raw() for e in endpoints})}"
+            f" witnesses cosigned, {quorum} required"
         )
     return note
 
 
 def require_cosignatures(
     note: bytes | None, witness_keys: list[str], quorum: int | None, *, size: int, root: bytes
-) -> list[str]:
-    """For ``verify --witness``: the names of the witnesses that cosigned ``note``.
+) -> list[list[str]]:
+    """For ``verify --witness``: the witnesses that cosigned ``note``, one entry per public key.
 
     ``note`` is the latest checkpoint just verified (``size``, ``root``); fewer than ``quorum``
-    (default: all) cosignatures of ``witness_keys`` raise :class:`VerificationError` (exit 1).
+    (default: all) distinct keys' cosignatures of ``witness_keys`` raise
+    :class:`VerificationError` (exit 1). Each entry lists the names under which that one key
+    cosigned, in the order given: a key given under two names is one witness, reported once.
     """
-    from ailedger.auditlog.witness import verify_cosigned
+    from ailedger.auditlog.witness import parse_witness_key, verify_cosigned
 
     if not witness_keys:
         if quorum is not None:
@@ -200,7 +210,13 @@ def require_cosignatures(
         return []
     if note is None:
         raise VerificationError("there is no checkpoint to check the witnesses' cosignatures on")
-    cosigned = verify_cosigned(note, witness_keys, quorum)
+    verifiers = [parse_witness_key(k) for k in witness_keys]
+    cosigned = verify_cosigned(note, verifiers, quorum)
     if (cosigned.checkpoint.size, cosigned.checkpoint.root_hash) != (size, root):
         raise VerificationError("the cosigned checkpoint is not the checkpoint that was verified")
-    return sorted({c.name for c in cosigned.cosignatures})
+    signed = {(c.name, c.key_id) for c in cosigned.cosignatures}
+    names: dict[bytes, list[str]] = {}  # in the order the keys were given
+    for v in verifiers:
+        if (v.name, v.key_id) in signed and v.name not in names.get(v.raw(), []):
+            names.setdefault(v.raw(), []).append(v.name)
+    return list(names.values())

@@ -3,8 +3,10 @@ and each party's local training, attacks and evaluation on its shard."""
 
 from __future__ import annotations
 
+import io
 import time
 import urllib.parse
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +15,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ailedger._input import read_bounded
 from ailedger.errors import InputError
 from ailedger.federated.attacks import label_flip
 from ailedger.federated.data import Dataset, load_dataset, partition
 from ailedger.federated.models import Model, make_model
 from ailedger.federated.protocol import (
     Party,
+    PublicSet,
     RoundReport,
     TaskRef,
     TaskSpec,
     TrainingError,
+    check_public_set,
     create_task,
     model_digest,
 )
@@ -37,6 +42,7 @@ __all__ = [
     "classifier_setup",
     "classifier_spec",
     "create_classifier_task",
+    "public_reference",
     "run_classifier_party",
 ]
 
@@ -90,8 +96,12 @@ def classifier_spec(
     exclude_after: int = 2,
     max_norm: float = 1000.0,
     contribution: str = "gtg",
+    public_set: PublicSet | None = None,
+    fallback: bool = False,
+    sized_for: float | None = None,
 ) -> TaskSpec:
-    """The spec of a task training ``model`` on ``data`` split among ``parties`` shards."""
+    """The spec of a task training ``model`` on ``data`` split among ``parties`` shards
+    (``public_set``, ``fallback``, ``sized_for``: see :class:`TaskSpec`)."""
     dataset = load_dataset(data, data_dir, seed=seed)
     net = _model(model, dataset, hidden)
     initial = net.init_params(seed)
@@ -107,6 +117,9 @@ def classifier_spec(
         attest_blocks=attest_blocks,
         exclude_after=exclude_after,
         contribution=contribution,
+        public_set=public_set,
+        fallback=fallback,
+        sized_for=sized_for,
         extra={
             "data": data,
             "model": net.spec() | ({"hidden": hidden} if model == "mlp" else {}),
@@ -213,6 +226,55 @@ def classifier_setup(
     )
 
 
+_MAX_PUBLIC_SET = 64 * 1024 * 1024
+
+
+def public_reference(
+    spec: TaskSpec, path: Path, *, data_dir: Path | None = None
+) -> Callable[[FloatArray, int], FloatArray]:
+    """The reference trainer of a classifier task on its public validation set at ``path``
+    (an ``.npz`` with ``x``, float, shape ``(m, features)``, and ``y``, integer labels,
+    shape ``(m,)``; check it against the task first with
+    :func:`~ailedger.federated.protocol.check_public_set`).
+
+    ``reference(params, round)`` runs the task's local training (model, epochs, learning rate,
+    batch size) on the public set from ``params`` with a generator seeded by the task's seed
+    and ``round`` only, and returns the update; the same at every party.
+    """
+    settings = classifier_settings(spec)
+    dataset = load_dataset(settings["data"], data_dir, seed=settings["seed"])
+    net = _model(settings["model"], dataset, settings["hidden"])
+    bad = f"public set {path}"
+    try:
+        with path.open("rb") as handle:
+            raw = read_bounded(handle, limit=_MAX_PUBLIC_SET, what=bad)
+        with np.load(io.BytesIO(raw), allow_pickle=False) as doc:
+            x = np.asarray(doc["x"], dtype=np.float64)
+            y = np.asarray(doc["y"])
+    except OSError as exc:
+        raise InputError(f"cannot read the {bad}: {exc.strerror or exc}") from exc
+    except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{bad}: not an .npz with arrays x and y") from exc
+    if x.ndim != 2 or x.shape[1] != dataset.num_features or not len(x):
+        raise InputError(f"{bad}: x must have shape (m, {dataset.num_features}), m >= 1")
+    if y.shape != (len(x),) or y.dtype.kind not in "iu":
+        raise InputError(f"{bad}: y must hold {len(x)} integer labels")
+    if not np.all(np.isfinite(x)) or y.min() < 0 or y.max() >= dataset.num_classes:
+        raise InputError(f"{bad}: non-finite features or labels outside [0, {dataset.num_classes})")
+    labels = y.astype(np.int64)
+    seed = settings["seed"]
+    epochs, lr, batch = settings["local_epochs"], settings["lr"], settings["batch_size"]
+
+    def reference(params: FloatArray, round: int) -> FloatArray:
+        rng = np.random.default_rng([seed, round, 0x9E3779B9])
+        trained = net.train_local(
+            params, x, labels, epochs=epochs, lr=lr, batch_size=batch, rng=rng
+        )
+        return np.asarray(trained - params, dtype=np.float64)
+
+    return reference
+
+
 def create_classifier_task(
     contract: TrainingTask, *, participants: Sequence[str], **settings: Any
 ) -> TaskRef:
@@ -248,8 +310,16 @@ def run_classifier_party(
     timeout: float = 600.0,
     workspace: Any = None,
     on_round: Callable[[RoundReport], None] | None = None,
+    allowed_networks: Sequence[str] | None = None,
+    public_set: Path | None = None,
+    sentinel_marks: Path | None = None,
 ) -> dict[str, Any]:
     """Take part in the task ``ref`` as ``ledger``'s account until it finishes.
+
+    ``allowed_networks`` (CIDR strings) restricts whom it fetches from (see :class:`Party`).
+    ``public_set`` is the local copy of the task's public validation set (reputation tasks),
+    checked against its registration (``workspace``'s provenance registry) before anything
+    starts; ``sentinel_marks`` the sentinel's exclusion marks (see :class:`Party`).
 
     Serves this task's blobs of ``store`` over HTTP on ``host:port`` (0: any free port) while
     it runs, and for ``linger`` seconds after, so slower parties can still fetch its last
@@ -270,6 +340,23 @@ def run_classifier_party(
     if shard is None:
         shard = [p.lower() for p in ref.participants].index(account.lower())
     setup = classifier_setup(ref.spec, shard=shard, attack=attack, data_dir=data_dir)
+    reference = None
+    if public_set is not None:
+        if ref.spec.public_set is None:
+            raise InputError("this task names no public set; drop --public-set")
+        if workspace is None and ref.spec.public_set.registry is None:
+            raise InputError("checking the public set needs the workspace's provenance registry")
+        from ailedger.ledger.provenance import ProvenanceRegistry
+        from ailedger.provenance.registry import provenance_registry
+
+        named = ref.spec.public_set
+        registry = (
+            ProvenanceRegistry(ledger=ledger, address=named.registry, chain_id=ledger.chain_id)
+            if named.registry
+            else provenance_registry(workspace, ledger)
+        )
+        check_public_set(registry, public_set, named)
+        reference = public_reference(ref.spec, public_set, data_dir=data_dir)
     audit = _audit_hook(workspace, ref.task)
 
     def closed(report: RoundReport) -> None:
@@ -292,6 +379,9 @@ def run_classifier_party(
             endpoint=endpoint,
             server=server,
             on_round=closed,
+            allowed_networks=allowed_networks,
+            reference=reference,
+            sentinel_marks=sentinel_marks,
         )
         party.run(poll_interval=poll_interval, mine_idle_after=mine_idle_after, timeout=timeout)
         time.sleep(linger)

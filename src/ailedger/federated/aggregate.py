@@ -28,6 +28,10 @@ order in which the updates arrive. The rules:
 ``default``        :func:`robust`: drop outliers and updates with a non-positive inner
                    product with the robust mean, centered clipping around the coordinate-wise
                    median (Karimireddy et al. 2021), mean
+``reputation``     stateful: per-party reputation (sum over rounds of the cosine with a
+                   reference update from a public set), exclusion of up to ``f`` parties
+                   with non-positive reputation, clipping, mean (:mod:`.reputation`); pass
+                   ``reference=`` and the previous round's ``state=``
 =================  =========================================================================
 
 Determinism scheme
@@ -747,6 +751,15 @@ def robust(
     return _finish(prep, fixed, selected=kept, flagged=flagged, weights=weights)
 
 
+def _reputation(
+    updates: Sequence[npt.ArrayLike] | npt.ArrayLike, **options: Any
+) -> AggregationResult:
+    """:func:`.reputation.reputation` (imported late: that module builds on this one)."""
+    from ailedger.federated.reputation import reputation
+
+    return reputation(updates, **options)
+
+
 #: aggregation rules by name; each takes the updates and keyword options
 RULES: dict[str, Callable[..., AggregationResult]] = {
     "fedavg": fedavg,
@@ -758,4 +771,5 @@ RULES: dict[str, Callable[..., AggregationResult]] = {
     "clip": clip,
     "fltrust": fltrust,
     "default": robust,
+    "reputation": _reputation,
 }

@@ -19,6 +19,9 @@ them. Sources:
   Byzantine-robust federated learning" (USENIX Security), §3.3 and §3.4; applied to updates
   (the global model before the round is the origin);
 - free riding: Lin et al. 2019, "Free-riders in federated learning: attacks and defenses";
+- reference-aware: an adaptive attack on reputation built on a public reference update
+  (:mod:`.reputation`, FLTrust's trust signal), in the spirit of the adaptive attacks that
+  Cao et al. 2021 (§6) and Fang et al. 2020 build against a known defence;
 - label flipping (a data attack, so not in :data:`ATTACKS`): Tolpegin et al. 2020, "Data
   poisoning attacks against federated learning systems" (ESORICS).
 """
@@ -45,6 +48,7 @@ __all__ = [
     "gaussian_noise",
     "ipm",
     "label_flip",
+    "reference_aware",
     "scaling",
     "sign_flip",
 ]
@@ -258,6 +262,54 @@ def free_rider(
     return np.tile(prev, (o.shape[0], 1))
 
 
+def reference_aware(
+    own: npt.ArrayLike,
+    benign: npt.ArrayLike,
+    *,
+    rng: np.random.Generator | None = None,
+    reference: npt.ArrayLike | None = None,
+    cosine: float = 0.05,
+    boost: float = 2.0,
+) -> FloatArray:
+    """An attacker who knows the reference update ``g_0`` of a reputation rule.
+
+    With ``r = g_0 / ||g_0||`` and ``h`` the mean of the benign updates, every attacker sends
+
+        ``x = N (cosine * r + sqrt(1 - cosine**2) * u)``,  ``u = -h_perp / ||h_perp||``,
+
+    where ``h_perp = h - <h, r> r`` is the part of the honest direction the reference does not
+    see, and ``N = boost`` times the median benign norm. So ``cos(x, g_0) = cosine`` (slightly
+    positive: its cosine reputation only grows) while ``x`` pushes against the honest
+    direction as far as that constraint allows. ``boost = 2`` matches the reputation rule's
+    clipping bound (twice the median norm). If ``h`` is parallel to ``r`` the attack sends
+    ``N * cosine * r``. Raises :class:`InputError` without a non-zero ``reference``.
+    """
+    o, b = _pair(own, benign)
+    _need_benign(b, "reference_aware")
+    if reference is None:
+        raise InputError("reference_aware needs the reference update (reference=...)")
+    g0 = np.asarray(reference, dtype=np.float64).ravel()
+    if g0.shape != (o.shape[1],):
+        raise InputError(f"reference has shape {g0.shape}, expected ({o.shape[1]},)")
+    if not 0 < cosine < 1 or boost <= 0:
+        raise InputError(
+            f"reference_aware needs 0 < cosine < 1 and boost > 0, got {cosine}, {boost}"
+        )
+    norm0 = float(np.linalg.norm(g0))
+    if norm0 == 0 or not math.isfinite(norm0):
+        raise InputError("reference_aware: the reference update is zero or not finite")
+    r = g0 / norm0
+    h = b.mean(axis=0)
+    h_perp = h - float(h @ r) * r
+    size = boost * float(np.median(np.linalg.norm(b, axis=1)))
+    perp_norm = float(np.linalg.norm(h_perp))
+    if perp_norm == 0:
+        crafted = size * cosine * r
+    else:
+        crafted = size * (cosine * r - math.sqrt(1 - cosine**2) * h_perp / perp_norm)
+    return np.tile(crafted, (o.shape[0], 1))
+
+
 def label_flip(
     labels: npt.ArrayLike,
     num_classes: int,
@@ -295,4 +347,5 @@ ATTACKS: dict[str, Callable[..., FloatArray]] = {
     "fang_krum": fang_krum,
     "fang_trim": fang_trim,
     "free_rider": free_rider,
+    "reference_aware": reference_aware,
 }

@@ -16,6 +16,10 @@ and messaging (``flwr.serverapp.strategy.FedAvg``) and replaces its aggregation.
    transaction per round, on a single-participant ``TrainingTask``);
 5. a node flagged by the rule in ``exclude_after`` rounds is no longer sampled.
 
+The strategy runs unchanged under Flower's simulation runtime (``run_simulation``) and under
+its deployment engine (a SuperLink and SuperNodes as separate processes): the ServerApp and
+ClientApp of :mod:`.flower_app` are the deployable form.
+
 Flower's server is one trusted coordinator, so the ledger here is a tamper-evident record of
 what it did, not the decentralised protocol of :mod:`.protocol`.
 """
@@ -23,7 +27,7 @@ what it did, not the decentralised protocol of :mod:`.protocol`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,7 +50,9 @@ class FlowerRound:
     """One aggregated round: ``round`` as Flower counts (from 1), the aggregate's hex
     ``digest``, the ``nodes`` whose updates were aggregated (by node id), those ``rejected``
     (wrong arrays) or ``flagged`` by the rule, the ``excluded`` nodes after the round, each
-    node's ``weight`` in the aggregate, and the recording transaction (None without a ledger).
+    node's ``weight`` in the aggregate, the recording transaction (None without a ledger), and
+    the ``metrics`` each aggregated node reported with its update (its ``MetricRecord``'s
+    numbers, by node id; what a node reports is its own claim, never used to aggregate).
     """
 
     round: int
@@ -58,6 +64,7 @@ class FlowerRound:
     weights: dict[int, float]
     tx_hash: str | None
     gas_used: int
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 class LedgerStrategy(FedAvg):
@@ -115,6 +122,7 @@ class LedgerStrategy(FedAvg):
         nodes: list[int] = []
         rejected: list[int] = []
         updates: list[FloatArray] = []
+        reported: dict[int, dict[str, float]] = {}
         for message in sorted(valid, key=lambda m: m.metadata.src_node_id):
             node = int(message.metadata.src_node_id)
             record = message.content[self.arrayrecord_key]
@@ -127,6 +135,7 @@ class LedgerStrategy(FedAvg):
                 continue
             updates.append(_flatten(arrays) - base_flat)
             nodes.append(node)
+            reported[node] = _numbers(message)
         if not updates:
             return None, None
         try:
@@ -164,6 +173,7 @@ class LedgerStrategy(FedAvg):
                 weights=weights,
                 tx_hash=tx_hash,
                 gas_used=gas,
+                metrics=reported,
             )
         )
         metrics = self.train_metrics_aggr_fn(
@@ -173,6 +183,16 @@ class LedgerStrategy(FedAvg):
         metrics["flagged"] = len(flagged)
         metrics["rejected"] = len(rejected)
         return out, metrics
+
+
+def _numbers(message: Message) -> dict[str, float]:
+    """The scalar numbers of a reply's metric records (lists are left out)."""
+    out: dict[str, float] = {}
+    for record in message.content.metric_records.values():
+        for key, value in record.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[key] = float(value)
+    return out
 
 
 def _flatten(arrays: list[npt.NDArray[Any]]) -> FloatArray:

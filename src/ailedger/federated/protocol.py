@@ -36,6 +36,31 @@ at their deadlines; after the attest deadline any party calls ``advance``. On a 
 node that mines only when it receives a transaction (anvil's automine, the embedded chain),
 :meth:`Party.run` sends a 0-wei transfer to itself when the chain has not moved for a while,
 so deadlines still arrive.
+
+Tasks with the stateful ``reputation`` rule (:mod:`.reputation`, issue 13) add to this:
+
+- the spec names a public validation set by its provenance registration
+  (:class:`PublicSet`: registrant and digest, registered with ``provenance register``); each
+  party checks its local copy against that registration before use (:func:`check_public_set`)
+  and, each round, trains the reference update on it from the current global model
+  (``reference(global_params, round)``), quantised to the fixed-point grid, so the reference
+  digest is the same at every party. A spec with ``fallback`` uses the rule's reference
+  estimated from the updates instead (narrower scope, see :mod:`.reputation`); a reputation
+  spec with neither is refused;
+- the reputation state is derived from finalized rounds only: a party starts from the initial
+  state and applies each finalized round's result in order, so one that joins late or
+  restarts replays the rounds from the chain and the blobs (never taking a peer's state);
+- the attestation binds the round: its aggregate slot holds the *round digest*
+  ``SHA-256("ailedger/reputation-round/v1" ‖ 0x00 ‖ aggregate ‖ state ‖ reference)`` (so the
+  quorum agrees on the aggregate, the state after the round and the reference together) and
+  its scores slot the reference digest; a party that attests another reference digest, or
+  another round digest, is faulty for the round (flagged, the round finalizes without it);
+- the parties the rule excludes are voted on at once, as are the parties the sentinel marked
+  for this task (:meth:`ailedger.sentinel.actions.TrainingExclusion.marked`).
+
+For every rule, each round's spread-to-signal ratio ``B**2`` (:func:`.reputation.spread_to_signal`)
+goes into the round report, with a warning when the malicious fraction the task is sized for
+reaches about ``1 / (2 + B**2)`` (Allouah et al., NeurIPS 2023).
 """
 
 from __future__ import annotations
@@ -80,6 +105,13 @@ from ailedger.federated.aggregate import (
     quantize,
 )
 from ailedger.federated.contribution import gtg_shapley
+from ailedger.federated.reputation import (
+    ReputationResult,
+    ReputationState,
+    breakdown_warning,
+    default_f,
+    spread_to_signal,
+)
 from ailedger.federated.transport import (
     MAX_BLOB_BYTES,
     BlobMismatch,
@@ -87,8 +119,10 @@ from ailedger.federated.transport import (
     BlobStore,
     BlobUnavailable,
     fetch_any,
+    parse_networks,
 )
 from ailedger.ledger import Ledger, Receipt
+from ailedger.ledger.provenance import ProvenanceRegistry
 from ailedger.ledger.training import Phase, TrainingTask, commitment
 
 __all__ = [
@@ -96,16 +130,20 @@ __all__ = [
     "Evaluator",
     "LedgerRecorder",
     "Party",
+    "PublicSet",
+    "Reference",
     "RoundReport",
     "TaskRef",
     "TaskSpec",
     "Trainer",
     "TrainingError",
     "UpdateRejected",
+    "check_public_set",
     "create_task",
     "decode_update",
     "encode_update",
     "model_digest",
+    "round_digest",
     "run_local",
     "scores_digest",
 ]
@@ -116,12 +154,16 @@ FixedArray = npt.NDArray[np.int64]
 Trainer = Callable[[FloatArray], npt.ArrayLike]
 #: ``evaluate(params) -> utility`` (e.g. accuracy on the party's validation data)
 Evaluator = Callable[[FloatArray], float]
+#: ``reference(global_params, round) -> update``: training on the public validation set from
+#: the global model, the same at every party (deterministic: seeded by the round, not by history)
+Reference = Callable[[FloatArray, int], npt.ArrayLike]
 
 SPEC_FORMAT = "ailedger/training-task/v1"
 _DOMAIN = b"ailedger/fixed-point/v1\x00"
 _MAX_ABS_FIXED = int(MAX_ABS) * SCALE
 _FETCHERS = 8
 _ROUND_CLOSED = ("not the current round", "task finished", "not in the attest phase")
+_ROUND_DOMAIN = b"ailedger/reputation-round/v1\x00"
 
 
 class UpdateRejected(VerificationError):
@@ -141,6 +183,44 @@ class TrainingError(AiledgerError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PublicSet:
+    """A public validation set named by its provenance registration: ``registrant`` (the
+    account that registered it, checksummed or not) and ``digest`` (64 lowercase hex digits,
+    the root digest of its model-signing manifest, as ``provenance register`` prints);
+    ``registry``, the ``ProvenanceRegistry`` contract holding the registration (each workspace
+    deploys its own; ``train create`` names the creator's), or None for the party's own."""
+
+    registrant: str
+    digest: str
+    registry: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.registrant, str) or not _ADDRESS.match(self.registrant):
+            raise InputError("public_set: registrant must be an address (0x and 40 hex digits)")
+        if not isinstance(self.digest, str) or not _HEX64.match(self.digest):
+            raise InputError("public_set: digest must be 64 lowercase hex digits")
+        if self.registry is not None and (
+            not isinstance(self.registry, str) or not _ADDRESS.match(self.registry)
+        ):
+            raise InputError("public_set: registry must be an address (0x and 40 hex digits)")
+
+    def to_json(self) -> dict[str, str]:
+        doc = {"registrant": self.registrant, "digest": self.digest}
+        return doc | ({"registry": self.registry} if self.registry else {})
+
+    @classmethod
+    def parse(cls, text: str) -> PublicSet:
+        """``REGISTRANT:DIGEST``, the digest as 64 hex digits, optionally after ``0x`` or
+        ``sha256:`` (the forms ``provenance register`` prints)."""
+        registrant, sep, digest = text.strip().partition(":")
+        if not sep:
+            raise InputError("a public set is REGISTRANT:DIGEST (address, 64 hex digits)")
+        digest = digest.strip()
+        digest = digest.removeprefix("sha256:") if digest.startswith("sha256:") else digest
+        return cls(registrant=registrant.strip(), digest=digest.removeprefix("0x").lower())
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskSpec:
     """What every party of a task agrees on off chain; :meth:`digest` goes on chain.
 
@@ -151,6 +231,13 @@ class TaskSpec:
     blocks go to the contract; ``exclude_after`` and ``exclude_fraction`` govern exclusion
     votes; ``contribution`` is ``gtg`` or ``weights``; ``extra`` is free-form JSON (model,
     data, training settings) that the digest covers too.
+
+    For the ``reputation`` rule: ``public_set`` names the public validation set the reference
+    update is trained on, or ``fallback`` says the reference is estimated from the updates
+    (one of the two is required). ``sized_for`` is the malicious fraction the task is sized
+    for, in ``[0, 1)``, against which ``B**2`` is checked each round (default: the rule's
+    :func:`~.reputation.default_f` over the number of participants). These three appear in
+    the JSON (and so the digest) only when set, so older specs keep their digests.
     """
 
     shape: tuple[int, ...]
@@ -166,6 +253,9 @@ class TaskSpec:
     exclude_fraction: float = 0.5
     contribution: str = "gtg"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    public_set: PublicSet | None = None
+    fallback: bool = False
+    sized_for: float | None = None
 
     def __post_init__(self) -> None:
         if not self.shape or any(not isinstance(d, int) or d < 1 for d in self.shape):
@@ -187,6 +277,25 @@ class TaskSpec:
             raise InputError(f"contribution must be gtg or weights, got {self.contribution!r}")
         if len(self.initial_digest) != 64:
             raise InputError("initial_digest must be 64 hex digits")
+        if self.public_set is not None and not isinstance(self.public_set, PublicSet):
+            raise InputError("public_set must be a PublicSet")
+        if not isinstance(self.fallback, bool):
+            raise InputError("fallback must be true or false")
+        if self.sized_for is not None and not 0 <= self.sized_for < 1:
+            raise InputError(f"sized_for must be a fraction in [0, 1), got {self.sized_for!r}")
+        if self.rule == "reputation":
+            if self.public_set is None and not self.fallback:
+                raise InputError(
+                    "rule reputation needs a public validation set (public_set: registrant "
+                    "and digest of a set registered with `provenance register`), or fallback "
+                    "for the narrower reference estimated from the updates"
+                )
+            if self.public_set is not None and self.fallback:
+                raise InputError("give a public set or fallback, not both")
+        elif self.public_set is not None or self.fallback:
+            raise InputError(
+                f"a public set or fallback reference needs rule reputation, not {self.rule!r}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -204,6 +313,9 @@ class TaskSpec:
             "exclude_fraction": self.exclude_fraction,
             "contribution": self.contribution,
             "extra": dict(self.extra),
+            **({"public_set": self.public_set.to_json()} if self.public_set else {}),
+            **({"fallback": True} if self.fallback else {}),
+            **({"sized_for": self.sized_for} if self.sized_for is not None else {}),
         }
 
     @classmethod
@@ -226,6 +338,18 @@ class TaskSpec:
         if not _HEX64.match(initial):
             raise InputError(f"{where}: initial_digest must be 64 lowercase hex digits")
         extra = _field(doc, "extra", Mapping, where, default={})
+        public_set = None
+        if "public_set" in doc:
+            named = _field(doc, "public_set", Mapping, where)
+            inner = f"{where} public_set"
+            _known_fields(named, frozenset({"registrant", "digest", "registry"}), inner)
+            public_set = PublicSet(
+                registrant=_address(named, "registrant", inner),
+                digest=_field(named, "digest", str, inner),
+                registry=_address(named, "registry", inner) if "registry" in named else None,
+            )
+        fallback = _field(doc, "fallback", bool, where, default=False)
+        sized_for = _number(doc, "sized_for", where) if "sized_for" in doc else None
         return cls(
             shape=dims,
             initial_digest=initial,
@@ -240,6 +364,9 @@ class TaskSpec:
             exclude_fraction=_number(doc, "exclude_fraction", where),
             contribution=_text(doc, "contribution", where),
             extra=dict(extra),
+            public_set=public_set,
+            fallback=fallback,
+            sized_for=sized_for,
         )
 
     def digest(self) -> bytes:
@@ -326,7 +453,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
 _SPEC_FIELDS = frozenset(
     TaskSpec(shape=(1,), initial_digest="0" * 64, rounds=1, quorum=1).to_json()
-)
+) | {"public_set", "fallback", "sized_for"}
 _REF_FIELDS = frozenset({"chain_id", "contract", "task", "participants", "spec", "spec_digest"})
 _MISSING = object()
 
@@ -418,6 +545,46 @@ def _address(doc: Mapping[str, Any] | list[Any], key: str | int, where: str) -> 
 def model_digest(params: npt.ArrayLike) -> str:
     """The hex digest of a model's fixed-point form (what :attr:`TaskSpec.initial_digest` holds)."""
     return aggregate_digest(quantize(params, where="initial model")).hex()
+
+
+def check_public_set(registry: ProvenanceRegistry, path: Path, public_set: PublicSet) -> None:
+    """Check the local copy at ``path`` of a task's public validation set before use.
+
+    1. hash the file or folder into its model-signing manifest
+       (:func:`ailedger.provenance.digest.digest_artifact`); its root digest must be the one
+       the task names, else :class:`~ailedger.errors.VerificationError` naming both;
+    2. the task's registrant must have registered that digest on chain
+       (:meth:`ProvenanceRegistry.registration`), else
+       :class:`~ailedger.provenance.registry.RegisteredByOther` (other accounts did) or
+       :class:`~ailedger.provenance.registry.NotRegistered`.
+    """
+    from ailedger.provenance.digest import digest_artifact
+    from ailedger.provenance.registry import NotRegistered, RegisteredByOther
+
+    computed = digest_artifact(path).root_digest
+    if computed != public_set.digest:
+        raise VerificationError(
+            f"the public set at {path} has digest {computed}, the task names {public_set.digest}"
+        )
+    digest = bytes.fromhex(computed)
+    if registry.registration(public_set.registrant, digest) is None:
+        others = registry.registrants(digest)
+        if others:
+            raise RegisteredByOther(digest, public_set.registrant, others)
+        raise NotRegistered(
+            f"the public set {computed} is not registered by {public_set.registrant} on "
+            f"chain {registry.ledger.chain_id}"
+        )
+
+
+def round_digest(aggregate: bytes, state: bytes, reference: bytes) -> bytes:
+    """What a party of a ``reputation`` task attests: SHA-256 over a domain tag, the
+    aggregate digest, the reputation state's digest after the round, and the reference
+    update's digest (module docstring), each 32 bytes."""
+    for what, value in (("aggregate", aggregate), ("state", state), ("reference", reference)):
+        if len(value) != 32:
+            raise InputError(f"the {what} digest must be 32 bytes")
+    return hashlib.sha256(_ROUND_DOMAIN + aggregate + state + reference).digest()
 
 
 def create_task(
@@ -523,6 +690,13 @@ class RoundReport:
     refused; ``flagged`` are the rule's suspects plus the rejected; ``excluded`` every party
     excluded on chain so far; ``scores`` each party's contribution (0 for the rejected);
     ``utility`` the party's ``evaluate`` of the global model after the round.
+
+    ``b2`` is the round's spread-to-signal ratio ``B**2`` of the accepted updates (None if
+    unbounded or there were none) and ``warnings`` the breakdown warning it raised, if any.
+    For a ``reputation`` task: ``reference_digest`` and ``state_digest`` (hex) are this
+    party's reference update and reputation state after the round, ``round_digest`` what it
+    attests (:func:`round_digest`), ``rule_excluded`` the parties the rule excluded, and
+    ``faulty`` the parties that attested another reference or round digest, with why.
     """
 
     round: int
@@ -538,6 +712,13 @@ class RoundReport:
     scores: dict[str, float] = field(default_factory=dict)
     utility: float | None = None
     gas_used: int = 0
+    b2: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    reference_digest: str | None = None
+    state_digest: str | None = None
+    round_digest: str | None = None
+    rule_excluded: list[str] = field(default_factory=list)
+    faulty: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -554,6 +735,13 @@ class RoundReport:
             "scores": dict(self.scores),
             "utility": self.utility,
             "gas_used": self.gas_used,
+            "b2": self.b2,
+            "warnings": list(self.warnings),
+            "reference_digest": self.reference_digest,
+            "state_digest": self.state_digest,
+            "round_digest": self.round_digest,
+            "rule_excluded": list(self.rule_excluded),
+            "faulty": dict(self.faulty),
         }
 
 
@@ -566,6 +754,16 @@ class _Computed:
     flagged: list[str]
     committed: list[str]
     scores: dict[str, float]
+    attest: bytes = b""
+    b2: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    reference: bytes | None = None
+    state: ReputationState | None = None
+    rule_excluded: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.attest:
+            self.attest = self.digest
 
 
 @dataclass
@@ -598,9 +796,18 @@ class Party:
     ``server``, the party lets it serve exactly this task's blobs it holds (its own updates
     and those it fetched and checked), nothing else of the store. ``fetch_timeout`` (seconds)
     bounds each request to a peer in all, and twice that the fetch of one blob from its owner
-    and the fallbacks together. Subclasses may override :meth:`make_update`, :meth:`publish`
+    and the fallbacks together. ``allowed_networks`` (CIDR strings), when given, restricts
+    fetches to peers with addresses in those networks (see :mod:`.transport`; link-local,
+    multicast, unspecified and broadcast addresses are refused in any case). Subclasses may
+    override :meth:`make_update`, :meth:`publish`
     and :meth:`send_reveal` (tests use that to play faulty parties). ``on_round`` is called
     with each closed round's report.
+
+    For a ``reputation`` task that names a public set, ``reference`` trains the reference
+    update on the party's local copy of it (checked first with :func:`check_public_set`);
+    :meth:`make_reference` calls it. ``sentinel_marks`` is the workspace's
+    ``sentinel/exclusions.json``: the parties it marks for this task (key: the task id as a
+    decimal string) are voted on each round.
     """
 
     def __init__(
@@ -618,6 +825,9 @@ class Party:
         fetch_timeout: float = 10.0,
         seed: int = 0,
         on_round: Callable[[RoundReport], None] | None = None,
+        allowed_networks: Sequence[str] | None = None,
+        reference: Reference | None = None,
+        sentinel_marks: Path | None = None,
     ) -> None:
         self.contract = contract
         self.task = task
@@ -629,6 +839,9 @@ class Party:
         self.endpoint = endpoint
         self.server = server
         self.fetch_timeout = fetch_timeout
+        self.allowed_networks = (
+            None if allowed_networks is None else parse_networks(allowed_networks)
+        )
         self.seed = seed
         self.on_round = on_round
         fixed = quantize(initial_params, where="initial model")
@@ -649,7 +862,18 @@ class Party:
         self._from_block: int | None = None
         self._endpoint_cache: dict[str, str] | None = None
         self._gas = 0
+        self.reference = reference
+        self.sentinel_marks = sentinel_marks
         self._check_task()
+        self.reputation_state: ReputationState | None = None
+        if spec.rule == "reputation":
+            if spec.public_set is not None and reference is None:
+                raise TrainingError(
+                    "the task names a public validation set: give this party its local copy "
+                    "(train join --public-set PATH)"
+                )
+            # derived from the finalized rounds only (module docstring)
+            self.reputation_state = ReputationState.initial(contract.participants(task))
 
     @property
     def params(self) -> FloatArray:
@@ -691,6 +915,13 @@ class Party:
     def send_reveal(self, round: int, digest: bytes, salt: bytes) -> Receipt | None:
         """Reveal the commitment on chain (None: nothing was sent)."""
         return self.contract.reveal(self.task, round, digest, salt)
+
+    def make_reference(self, round: int) -> npt.ArrayLike | None:
+        """This round's reference update, ``reference(global_params, round)`` (None for the
+        fallback reference)."""
+        if self.reference is None or self.spec.public_set is None:
+            return None
+        return self.reference(self.params, round)
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -821,20 +1052,18 @@ class Party:
         local.attested = True
         computed = local.computed = self._compute(local.round)
         self._vote(computed, local.report)
+        second = (
+            computed.reference
+            if computed.reference is not None
+            else scores_digest(self.task, local.round, computed.scores)
+        )
         try:
-            self._spend(
-                self.contract.attest(
-                    self.task,
-                    local.round,
-                    computed.digest,
-                    scores_digest(self.task, local.round, computed.scores),
-                )
-            )
+            self._spend(self.contract.attest(self.task, local.round, computed.attest, second))
         except TransactionReverted as exc:
             if exc.reason not in _ROUND_CLOSED:
                 raise
             return
-        local.report.attested = computed.digest.hex()
+        local.report.attested = computed.attest.hex()
 
     def _close_round(self) -> None:
         local = self._local
@@ -845,25 +1074,42 @@ class Party:
             assert outcome.aggregate_digest is not None
             report.aggregate_digest = outcome.aggregate_digest.hex()
             computed = local.computed
-            if computed is None or computed.digest != outcome.aggregate_digest:
+            if computed is None or computed.attest != outcome.aggregate_digest:
                 computed = local.computed = self._compute(local.round)
-            if computed.digest != outcome.aggregate_digest:
+            if computed.attest != outcome.aggregate_digest:
                 raise TrainingError(
                     f"round {local.round}: a quorum finalized {outcome.aggregate_digest.hex()}, "
-                    f"this party computes {computed.digest.hex()}"
+                    f"this party computes {computed.attest.hex()}"
                 )
             self.global_fixed = self.global_fixed + computed.fixed
+            if computed.state is not None:
+                self.reputation_state = computed.state
+                report.aggregate_digest = computed.digest.hex()
+                report.round_digest = outcome.aggregate_digest.hex()
+                report.faulty = self._faulty(local.round, computed)
         elif local.computed is None:
             local.computed = self._compute(local.round)
         computed = local.computed
         if computed is not None:
+            for party in report.faulty:
+                if party not in computed.flagged:
+                    computed.flagged.append(party)
             report.accepted = list(computed.accepted)
             report.rejected = dict(computed.rejected)
-            report.flagged = list(computed.flagged)
+            report.flagged = sorted(computed.flagged)
             report.scores = dict(computed.scores)
+            report.b2 = computed.b2
+            report.warnings = list(computed.warnings)
+            report.rule_excluded = list(computed.rule_excluded)
+            if computed.reference is not None:
+                report.reference_digest = computed.reference.hex()
+            if self.reputation_state is not None:
+                report.state_digest = self.reputation_state.digest().hex()
             self._count_flags(computed)
         if self._round + 1 < self.spec.rounds:
-            self._vote(None, report)
+            # a party that did not attest in time still votes on the rule's exclusions
+            now = computed.rule_excluded if computed and report.status == "finalized" else ()
+            self._vote(None, report, now=now)
         report.excluded = sorted(
             s.party for s in self.contract.party_states(self.task) if s.excluded
         )
@@ -876,13 +1122,45 @@ class Party:
         self._round += 1
         self._local = _Local(self._round)
 
+    def _faulty(self, round: int, computed: _Computed) -> dict[str, str]:
+        """The parties whose attestation of the finalized ``round`` differs from this one's:
+        another reference digest (its scores slot), or another round digest."""
+        assert computed.reference is not None
+        faulty: dict[str, str] = {}
+        for att in self.contract.attestations(self.task, round, from_block=self._start_block()):
+            if att.scores_digest != computed.reference:
+                faulty[att.party] = (
+                    f"reported reference digest {att.scores_digest.hex()}, the public set "
+                    f"gives {computed.reference.hex()}"
+                )
+            elif att.aggregate_digest != computed.attest:
+                faulty[att.party] = "attested another round digest (aggregate or state differs)"
+        return faulty
+
+    def _marked(self, report: RoundReport) -> list[str]:
+        """Parties of this task the sentinel marked (none if no marks file); a bad marks file
+        is reported as a warning, never stops the party."""
+        if self.sentinel_marks is None or not self.sentinel_marks.exists():
+            return []
+        from ailedger.sentinel.actions import TrainingExclusion
+
+        try:
+            marks = TrainingExclusion.marked(self.sentinel_marks, str(self.task))
+        except AiledgerError as exc:
+            report.warnings.append(f"sentinel marks not read: {exc}")
+            return []
+        participants = {p.lower(): p for p in self.contract.participants(self.task)}
+        return sorted(participants[p.lower()] for p in marks if p.lower() in participants)
+
     def _count_flags(self, computed: _Computed) -> None:
         for party in computed.committed:
             self._seen[party] = self._seen.get(party, 0) + 1
         for party in computed.flagged:
             self._flags[party] = self._flags.get(party, 0) + 1
 
-    def _vote(self, computed: _Computed | None, report: RoundReport) -> None:
+    def _vote(
+        self, computed: _Computed | None, report: RoundReport, *, now: Sequence[str] = ()
+    ) -> None:
         """Vote to exclude the parties over the thresholds (module docstring, step 6),
         counting ``computed`` (the round not yet closed) if given."""
         flags = dict(self._flags)
@@ -891,13 +1169,16 @@ class Party:
             seen[party] = seen.get(party, 0) + 1
         for party in computed.flagged if computed else ():
             flags[party] = flags.get(party, 0) + 1
-        for party in sorted(flags):
+        # the rule's exclusions (memory across rounds already) and the sentinel's marks are
+        # voted on at once
+        at_once = {*now, *(computed.rule_excluded if computed else ()), *self._marked(report)}
+        for party in sorted(set(flags) | at_once):
             if party == self.address or party in self._voted:
                 continue
-            count = flags[party]
-            if count < self.spec.exclude_after:
+            count = flags.get(party, 0)
+            if party not in at_once and count < self.spec.exclude_after:
                 continue
-            if count < self.spec.exclude_fraction * seen.get(party, count):
+            if party not in at_once and count < self.spec.exclude_fraction * seen.get(party, count):
                 continue
             if self.contract.task_info(self.task).active <= self.spec.quorum:
                 continue
@@ -963,9 +1244,18 @@ class Party:
         order = sorted(accepted)
         rows = [dequantize(accepted[p]) for p in order]
         flagged = set(rejected)
+        options: dict[str, Any] = {}
+        state = self.reputation_state
+        reference: bytes | None = None
+        if state is not None:
+            options = {"state": state, "parties": order, "fallback": self.spec.fallback}
+            ref = self.make_reference(round)
+            if ref is not None:
+                options["reference"] = ref
+        excluded: list[str] = []
         if rows:
             try:
-                result = RULES[self.spec.rule](rows, max_norm=self.spec.max_norm)
+                result = RULES[self.spec.rule](rows, max_norm=self.spec.max_norm, **options)
             except AggregationError as exc:
                 for p in order:
                     rejected.setdefault(p, f"not aggregated: {exc}")
@@ -975,20 +1265,52 @@ class Party:
                 fixed = np.asarray(result.fixed, dtype=np.int64)
                 flagged.update(order[k] for k in result.flagged)
                 weights = [float(w) for w in result.weights]
+                if isinstance(result, ReputationResult):
+                    state, reference = result.state, result.reference_digest
+                    excluded = [order[k] for k in result.excluded]
         else:
             fixed = np.zeros(self.spec.shape, dtype=np.int64)
             weights = []
+        if self.reputation_state is not None and reference is None:
+            # no result this round: the state stays, and the reference is what was used
+            reference = _reference_digest(options.get("reference"), self.spec.shape)
         scores = {p: 0.0 for p in sorted(set(committed) | set(reveals))}
         scores.update(self._scores(round, order, rows, weights))
+        b2, warnings = self._breakdown(rows)
+        digest = aggregate_digest(fixed)
+        attest = digest
+        if state is not None and reference is not None:
+            attest = round_digest(digest, state.digest(), reference)
         return _Computed(
             fixed=fixed,
-            digest=aggregate_digest(fixed),
+            digest=digest,
             accepted=order,
             rejected=rejected,
             flagged=sorted(flagged),
             committed=committed,
             scores=scores,
+            attest=attest,
+            b2=b2,
+            warnings=warnings,
+            reference=reference,
+            state=state,
+            rule_excluded=excluded,
         )
+
+    def _breakdown(self, rows: list[FloatArray]) -> tuple[float | None, list[str]]:
+        """``B**2`` of the accepted updates and the breakdown warning (module docstring)."""
+        if not rows:
+            return None, []
+        try:
+            b2 = spread_to_signal(rows, max_norm=self.spec.max_norm)
+        except AggregationError:
+            return None, []
+        sized_for = self.spec.sized_for
+        if sized_for is None:
+            n = self.contract.task_info(self.task).participants
+            sized_for = default_f(n) / n
+        warning = breakdown_warning(b2, sized_for)
+        return b2, [warning] if warning else []
 
     def _round_parties(self, round: int) -> tuple[list[str], dict[str, bytes]]:
         """Who committed in ``round``, and each revealed digest: from the contract's state
@@ -1048,8 +1370,15 @@ class Party:
         if self.store.has(digest):
             blob = self.store.get(digest)
         else:
+            # with a server, it answers "still fetching" to peers meanwhile and relays the
+            # blob once checked, so an owner serving only some parties cannot split them
             blob = fetch_any(
-                sources, digest, timeout=self.fetch_timeout, total=2 * self.fetch_timeout
+                sources,
+                digest,
+                timeout=self.fetch_timeout,
+                total=2 * self.fetch_timeout,
+                allowed_networks=self.allowed_networks,
+                relay=self.server,
             )
             self.store.put(blob)
         self._serve(digest)
@@ -1079,6 +1408,19 @@ class Party:
         seed = int(np.random.SeedSequence([self.seed, self.task, round]).generate_state(1)[0])
         estimate = gtg_shapley(len(order), utility, seed=seed, max_permutations=60)
         return {p: float(v) for p, v in zip(order, estimate.values, strict=True)}
+
+
+def _reference_digest(reference: npt.ArrayLike | None, shape: tuple[int, ...]) -> bytes:
+    """The digest :mod:`.reputation` gives a reference (SHA-256 of its little-endian int64
+    fixed-point values); of the zero vector when there is none (the fallback, no updates)."""
+    if reference is None:
+        fixed = np.zeros(math.prod(shape), dtype=np.int64)
+    else:
+        try:
+            fixed = quantize(reference, where="reference update").ravel()
+        except AggregationError:
+            fixed = np.zeros(math.prod(shape), dtype=np.int64)
+    return hashlib.sha256(fixed.astype("<i8").tobytes()).digest()
 
 
 # --------------------------------------------------------------------------- in-process runs

@@ -17,6 +17,22 @@ The server is hostile-peer aware too: it serves only the digests it was told to
 closes a connection that sends no complete request within ``idle_timeout``, and at
 ``max_connections`` drops the oldest connection still waiting for its request, so idle
 sockets cannot lock out a real fetch.
+
+Where a fetch may go (SSRF): an announced endpoint would otherwise make every party send
+requests to any host on its network. A host name is resolved once, every address checked,
+and the connection made to the checked address (no second lookup a rebinding DNS server could
+answer differently). Refused by default: link-local (169.254.0.0/16, including the cloud
+metadata address 169.254.169.254, and fe80::/10), multicast, unspecified (0.0.0.0, ::) and
+broadcast (255.255.255.255) addresses, also written as IPv4-mapped IPv6. Loopback and private
+ranges stay allowed (consortia run on private networks, tests on 127.0.0.1); with
+``allowed_networks`` only addresses inside those networks are fetched from. Redirects are
+never followed (any status but 200 fails). A refused endpoint is one more
+:class:`BlobUnavailable`: its party is faulty, nobody else.
+
+Relaying (so a party that serves its update to some honest parties and not others cannot split
+their views): a party stores and serves every blob of its task it fetched and checked, and
+while it is still asking the blob's owner it answers ``503`` for that digest, which
+:func:`fetch_any` retries until its deadline instead of giving up on that peer (``relay``).
 """
 
 from __future__ import annotations
@@ -28,7 +44,6 @@ import http.client
 import ipaddress
 import os
 import re
-import secrets
 import socket
 import stat
 import threading
@@ -38,12 +53,15 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
+from ailedger._fs import write_atomic
 from ailedger.errors import AiledgerError, InputError, VerificationError
 
 __all__ = [
     "MAX_BLOB_BYTES",
     "BlobMismatch",
+    "BlobPending",
     "BlobServer",
     "BlobStore",
     "BlobUnavailable",
@@ -52,6 +70,7 @@ __all__ = [
     "check_endpoint",
     "fetch_any",
     "fetch_blob",
+    "parse_networks",
 ]
 
 #: largest blob fetched or stored (bytes); a float64 model of 8 million parameters
@@ -91,6 +110,108 @@ class BlobUnavailable(AiledgerError):
     exit_code = 3
 
 
+class BlobPending(BlobUnavailable):
+    """The peer does not hold the blob yet but is fetching it from its owner (``503``): ask
+    again shortly."""
+
+
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_RETRY_PENDING = 0.1  # seconds between asks to a peer that is still fetching (BlobPending)
+
+
+def parse_networks(values: Iterable[str | Network]) -> tuple[Network, ...]:
+    """Networks in CIDR notation (``10.0.0.0/8``, ``fd00::/8``, a bare address is a /32 or
+    /128); :class:`InputError` naming a malformed one."""
+    networks: list[Network] = []
+    for value in values:
+        if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            networks.append(value)
+            continue
+        try:
+            networks.append(ipaddress.ip_network(str(value).strip(), strict=False))
+        except ValueError as exc:
+            raise InputError(f"not a network in CIDR notation: {value!r} ({exc})") from exc
+    return tuple(networks)
+
+
+def _refusal(address: str, allowed: Sequence[Network] | None) -> str | None:
+    """Why ``address`` may not be fetched from, or None when it may (module docstring)."""
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            address.split("%")[0]
+        )
+    except ValueError:
+        return f"{address!r} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return f"{ip} is the unspecified address"
+    if ip.is_link_local:
+        return f"{ip} is link-local (cloud metadata services live there)"
+    if ip.is_multicast:
+        return f"{ip} is a multicast address"
+    if ip == _BROADCAST:
+        return f"{ip} is the broadcast address"
+    if allowed is not None and not any(ip.version == n.version and ip in n for n in allowed):
+        return f"{ip} is outside the allowed peer networks"
+    return None
+
+
+def _resolve(endpoint: _Endpoint, timeout: float, allowed: Sequence[Network] | None) -> str:
+    """The one address ``endpoint``'s host is fetched from: resolved once (within
+    ``timeout`` seconds), the first address that passes :func:`_refusal`."""
+    found: list[list[str]] = []
+    failure: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(endpoint.host, endpoint.port or 80, type=socket.SOCK_STREAM)
+            found.append([str(info[4][0]) for info in infos])
+        except (OSError, UnicodeError) as exc:
+            failure.append(exc)
+
+    # getaddrinfo cannot be interrupted: it runs aside, and the fetch gives up at the deadline
+    worker = threading.Thread(target=lookup, name="ailedger-resolve", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if failure:
+        raise BlobUnavailable(f"cannot resolve {endpoint.host!r}: {failure[0]}")
+    if not found:
+        raise BlobUnavailable(f"resolving {endpoint.host!r} took more than {timeout:g} s")
+    reasons = []
+    for address in dict.fromkeys(found[0]):
+        reason = _refusal(address, allowed)
+        if reason is None:
+            return address
+        reasons.append(reason)
+    shown = "; ".join(reasons) or "no address"
+    raise BlobUnavailable(f"refusing to fetch from {endpoint.host!r}: {shown}")
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to ``host`` (its name in the ``Host`` header) at the already checked ``address``."""
+
+    def __init__(self, host: str, port: int | None, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to ``host`` (SNI and certificate checked for that name) at ``address``."""
+
+    def __init__(self, host: str, port: int | None, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
 def blob_digest(blob: bytes) -> bytes:
     """The SHA-256 digest that names ``blob``."""
     return hashlib.sha256(blob).digest()
@@ -127,15 +248,8 @@ class BlobStore:
         digest = blob_digest(blob)
         target = self.path(digest)
         if not target.is_file():
-            tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-            try:
-                # 0600 from creation, never through a planted name (O_EXCL | O_NOFOLLOW)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(blob)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            # 0600 from creation, never through a planted name or another user's symlink
+            write_atomic(target, blob, mode=0o600)
         return digest
 
     def get(self, digest: bytes) -> bytes:
@@ -326,6 +440,7 @@ class BlobServer:
         self.idle_timeout = idle_timeout
         self.min_rate = min_rate
         self._allowed: set[str] = {_check_digest(d) for d in digests}
+        self._pending: dict[str, int] = {}  # digests being fetched from their owner (503)
         self._lock = threading.Lock()
         # connections by arrival: every open one, and those still waiting for their request
         self._open: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -364,6 +479,22 @@ class BlobServer:
     def allowed(self, digest: bytes) -> bool:
         with self._lock:
             return _check_digest(digest) in self._allowed
+
+    def _pending_add(self, digest: bytes) -> None:
+        """Answer ``503`` for ``digest`` (until as many discards): this party is asking its
+        owner for it (see :func:`fetch_any`'s ``relay``)."""
+        name = _check_digest(digest)
+        with self._lock:
+            self._pending[name] = self._pending.get(name, 0) + 1
+
+    def _pending_discard(self, digest: bytes) -> None:
+        name = _check_digest(digest)
+        with self._lock:
+            left = self._pending.get(name, 0) - 1
+            if left > 0:
+                self._pending[name] = left
+            else:
+                self._pending.pop(name, None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -408,6 +539,10 @@ class BlobServer:
         match = _REQUEST_PATH.match(line[1].decode("latin-1"))
         with self._lock:
             allowed = match is not None and match.group(1) in self._allowed
+            pending = match is not None and match.group(1) in self._pending
+        if match is not None and not allowed and pending:
+            await self._status(writer, 503, "Service Unavailable")
+            return
         if match is None or not allowed:
             await self._status(writer, 404, "Not Found")
             return
@@ -488,14 +623,25 @@ def _read_file(endpoint: _Endpoint, name: str, where: str, max_bytes: int) -> by
             raise BlobUnavailable(f"cannot read blob {name} at {where}: {exc.strerror}") from exc
 
 
-def _read_http(endpoint: _Endpoint, name: str, url: str, timeout: float, max_bytes: int) -> bytes:
-    """GET ``url`` within ``timeout`` seconds in all (connect, headers and body): a timer
-    shuts the socket down at the deadline, so a peer dripping one byte at a time cannot
-    extend it the way a per-read socket timeout would let it."""
+def _read_http(
+    endpoint: _Endpoint,
+    name: str,
+    url: str,
+    timeout: float,
+    max_bytes: int,
+    allowed: Sequence[Network] | None,
+) -> bytes:
+    """GET ``url`` within ``timeout`` seconds in all (name lookup, connect, headers and body):
+    a timer shuts the socket down at the deadline, so a peer dripping one byte at a time
+    cannot extend it the way a per-read socket timeout would let it. The host is resolved
+    once and its address checked (module docstring); the connection goes to that address."""
+    started = time.monotonic()
+    address = _resolve(endpoint, timeout, allowed)
+    left = max(timeout - (time.monotonic() - started), 0.001)  # the lookup took its part
     connection_type = (
-        http.client.HTTPSConnection if endpoint.scheme == "https" else http.client.HTTPConnection
+        _PinnedHTTPSConnection if endpoint.scheme == "https" else _PinnedHTTPConnection
     )
-    connection = connection_type(endpoint.host, endpoint.port, timeout=timeout)
+    connection = connection_type(endpoint.host, endpoint.port, address=address, timeout=left)
     expired = threading.Event()
 
     def expire() -> None:
@@ -505,9 +651,8 @@ def _read_http(endpoint: _Endpoint, name: str, url: str, timeout: float, max_byt
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    timer = threading.Timer(timeout, expire)
+    timer = threading.Timer(left, expire)
     timer.daemon = True
-    started = time.monotonic()
     timer.start()
     try:
         connection.connect()
@@ -517,6 +662,12 @@ def _read_http(endpoint: _Endpoint, name: str, url: str, timeout: float, max_byt
             "GET", f"{endpoint.path}/{name}", headers={"Accept": "application/octet-stream"}
         )
         reply = connection.getresponse()
+        if reply.status == 503:
+            raise BlobPending(f"{url} answered 503: the peer is still fetching it")
+        if 300 <= reply.status < 400:
+            raise BlobUnavailable(
+                f"{url} answered {reply.status} {reply.reason[:80]}: redirects are not followed"
+            )
         if reply.status != 200:
             raise BlobUnavailable(f"{url} answered {reply.status} {reply.reason[:80]}")
         declared = reply.getheader("Content-Length")
@@ -548,22 +699,30 @@ def _read_http(endpoint: _Endpoint, name: str, url: str, timeout: float, max_byt
 
 
 def fetch_blob(
-    endpoint: str, digest: bytes, *, timeout: float = 10.0, max_bytes: int = MAX_BLOB_BYTES
+    endpoint: str,
+    digest: bytes,
+    *,
+    timeout: float = 10.0,
+    max_bytes: int = MAX_BLOB_BYTES,
+    allowed_networks: Iterable[str | Network] | None = None,
 ) -> bytes:
     """Fetch the blob named ``digest`` from ``endpoint`` (``http(s)://`` or ``file://``).
 
     ``timeout`` (seconds) bounds the whole request, not each read; at most ``max_bytes`` are
-    read. Raises :class:`BlobMismatch` if the bytes are not the ones promised, and
-    :class:`BlobUnavailable` if the endpoint is malformed or does not deliver them; nothing
-    else, whatever the endpoint or the peer does.
+    read. An HTTP host must resolve to an address the module docstring allows (within
+    ``allowed_networks`` when given, CIDR strings or networks). Raises :class:`BlobMismatch`
+    if the bytes are not the ones promised, and :class:`BlobUnavailable` (:class:`BlobPending`
+    for a peer still fetching it) if the endpoint is malformed, refused or does not deliver
+    them; nothing else, whatever the endpoint or the peer does.
     """
     name = _check_digest(digest)
+    allowed = None if allowed_networks is None else parse_networks(allowed_networks)
     parsed = _parse_endpoint(endpoint)
     if parsed.scheme == "file":
         blob = _read_file(parsed, name, endpoint, max_bytes)
     else:
         url = endpoint.rstrip("/") + "/" + name
-        blob = _read_http(parsed, name, url, timeout, max_bytes)
+        blob = _read_http(parsed, name, url, timeout, max_bytes, allowed)
     if len(blob) > max_bytes:
         raise BlobUnavailable(f"blob {name} at {endpoint} exceeds {max_bytes} bytes")
     calculated = blob_digest(blob)
@@ -579,33 +738,76 @@ def fetch_any(
     timeout: float = 10.0,
     total: float | None = None,
     max_bytes: int = MAX_BLOB_BYTES,
+    allowed_networks: Iterable[str | Network] | None = None,
+    relay: BlobServer | None = None,
 ) -> bytes:
     """Fetch ``digest`` from the first of ``endpoints`` that delivers the right bytes.
 
     ``timeout`` bounds each request and ``total`` (default ``timeout`` times the number of
     endpoints) all of them together, so slow peers among the fallbacks cannot multiply the
-    wait. Raises :class:`BlobMismatch` if the first endpoint (normally the blob's owner)
-    answered with other bytes and none delivered, else :class:`BlobUnavailable` listing why
-    each endpoint failed (a fallback that sent wrong bytes included).
+    wait. A peer that answers that it is still fetching the blob itself (:class:`BlobPending`)
+    is asked again until ``total`` runs out. ``allowed_networks`` as for :func:`fetch_blob`.
+
+    ``relay`` is the caller's own :class:`BlobServer`: while the first endpoint (the blob's
+    owner) is asked, it answers ``503`` for ``digest``; once the blob arrives it is stored in
+    the relay's store and served (before the ``503`` stops), so peers the owner did not serve
+    get it from the caller. Raises :class:`BlobMismatch` if the first endpoint answered with
+    other bytes and none delivered, else :class:`BlobUnavailable` listing why each endpoint
+    failed (a fallback that sent wrong bytes included).
     """
+    allowed = None if allowed_networks is None else parse_networks(allowed_networks)
     deadline = time.monotonic() + (total if total is not None else timeout * len(endpoints))
     mismatch: BlobMismatch | None = None
-    reasons: list[str] = []
-    for position, endpoint in enumerate(endpoints):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            reasons.append(f"{len(endpoints) - position} more endpoints not tried (out of time)")
-            break
-        try:
-            return fetch_blob(
-                endpoint, digest, timeout=min(timeout, remaining), max_bytes=max_bytes
-            )
-        except BlobMismatch as exc:
-            if position == 0:
-                mismatch = exc
-            reasons.append(str(exc))
-        except BlobUnavailable as exc:
-            reasons.append(str(exc))
+    reasons: dict[str, str] = {}
+    todo = list(enumerate(endpoints))
+    relaying = [relay] if relay is not None else []
+
+    def release() -> None:
+        """Stop answering 503 for the digest (once)."""
+        while relaying:
+            relaying.pop()._pending_discard(digest)
+
+    if relay is not None:
+        relay._pending_add(digest)
+    try:
+        while todo:
+            pending: list[tuple[int, str]] = []
+            for position, endpoint in todo:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    reasons.setdefault(endpoint, "not tried (out of time)")
+                    continue
+                try:
+                    blob = fetch_blob(
+                        endpoint,
+                        digest,
+                        timeout=min(timeout, remaining),
+                        max_bytes=max_bytes,
+                        allowed_networks=allowed,
+                    )
+                except BlobMismatch as exc:
+                    if position == 0:
+                        mismatch = exc
+                    reasons[endpoint] = str(exc)
+                except BlobPending as exc:
+                    reasons[endpoint] = str(exc)
+                    pending.append((position, endpoint))
+                except BlobUnavailable as exc:
+                    reasons[endpoint] = str(exc)
+                else:
+                    if relay is not None:
+                        relay.store.put(blob)
+                        relay.allow(digest)
+                    return blob
+                finally:
+                    if position == 0:
+                        release()  # the owner was asked: no more 503 either way
+            todo = pending
+            if todo:
+                time.sleep(max(0.0, min(_RETRY_PENDING, deadline - time.monotonic())))
+    finally:
+        release()
     if mismatch is not None:
         raise mismatch
-    raise BlobUnavailable("; ".join(reasons) or f"no endpoint to fetch {digest.hex()} from")
+    shown = "; ".join(reasons.values())
+    raise BlobUnavailable(shown or f"no endpoint to fetch {digest.hex()} from")

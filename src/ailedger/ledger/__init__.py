@@ -19,19 +19,30 @@ if TYPE_CHECKING:
     from ailedger.ledger._ledger import Ledger, PendingTransaction, Receipt
     from ailedger.ledger.account import Keystore, Signer
     from ailedger.ledger.anchors import Anchor, AnchorRegistry, parse_address, parse_bytes32
+    from ailedger.ledger.chaindata import BlockRecord, FeeHistory, LogRecord, TxRecord
     from ailedger.ledger.contracts import Artifact, load_artifact
+    from ailedger.ledger.reader import ChainReader
+    from ailedger.ledger.traffic import TrafficNode, TxRequest, Wallet
 
 __all__ = [
     "EMBEDDED_CHAIN_ID",
     "Anchor",
     "AnchorRegistry",
     "Artifact",
+    "BlockRecord",
+    "ChainReader",
+    "FeeHistory",
     "Keystore",
     "Ledger",
     "LedgerSettings",
+    "LogRecord",
     "PendingTransaction",
     "Receipt",
     "Signer",
+    "TrafficNode",
+    "TxRecord",
+    "TxRequest",
+    "Wallet",
     "load_artifact",
     "parse_address",
     "parse_bytes32",
@@ -50,6 +61,14 @@ _WHERE = {
     "parse_bytes32": "ailedger.ledger.anchors",
     "Artifact": "ailedger.ledger.contracts",
     "load_artifact": "ailedger.ledger.contracts",
+    "BlockRecord": "ailedger.ledger.chaindata",
+    "FeeHistory": "ailedger.ledger.chaindata",
+    "LogRecord": "ailedger.ledger.chaindata",
+    "TxRecord": "ailedger.ledger.chaindata",
+    "ChainReader": "ailedger.ledger.reader",
+    "TrafficNode": "ailedger.ledger.traffic",
+    "TxRequest": "ailedger.ledger.traffic",
+    "Wallet": "ailedger.ledger.traffic",
 }
 
 

@@ -13,7 +13,10 @@ returning the decoded JSON-RPC response) instead:
 3. decodes it with :func:`ailedger._input.parse_json` (size, depth and duplicate-key limits);
 4. checks the JSON-RPC 2.0 envelope (``jsonrpc``, the request's ``id``, exactly one of
    ``result`` or a well-formed ``error``) and, for the methods ailedger calls, the JSON type of
-   the result (a hex quantity, hex data, a 32-byte hash, an object with the fields read).
+   the result (a hex quantity, hex data, a 32-byte hash, an object with the fields read);
+5. refuses a JSON-RPC ``error`` to a read (EIP-1474 error objects): only errors to a
+   transaction, a call or a gas estimate reach web3, so a node that will not serve a read is
+   unavailable (exit 3), not a failed check (exit 1).
 
 Every refusal is a :class:`NodeReplyError`, which :class:`~ailedger.ledger.Ledger` turns into
 :class:`~ailedger.errors.NodeUnavailable` (retrying first when ``transient``).
@@ -187,9 +190,33 @@ def check_reply(method: str, request_id: int, raw: bytes, *, max_bytes: int) -> 
     if "error" in reply:
         error = dict(reply["error"])
         error["message"] = " ".join(error["message"].split())[:_MAX_ERROR_MESSAGE]
+        if not _error_is_an_answer(method, error):
+            # a read the node cannot serve: the node is unavailable or misbehaving (exit 3),
+            # never a failed check of what was read
+            raise NodeReplyError(
+                f"answered {method} with error {error['code']}: {error['message']}",
+                transient=error["code"] in _TRANSIENT_ERROR_CODES,
+            )
         reply = {**reply, "error": error}
     response: RPCResponse = reply
     return response
+
+
+#: methods whose JSON-RPC error is an answer ailedger handles (a revert, a refused transaction)
+_ERRORS_ANSWER = frozenset({"eth_sendRawTransaction", "eth_estimateGas", "eth_call"})
+#: EIP-1474 "limit exceeded" and "resource unavailable": worth retrying
+_TRANSIENT_ERROR_CODES = frozenset({-32005, -32002})
+
+
+def _error_is_an_answer(method: str, error: dict[str, Any]) -> bool:
+    """Whether a JSON-RPC error to ``method`` is an answer rather than a node failure.
+
+    A transaction the node refuses and a call or gas estimate that fails (a revert) are
+    answers, which :class:`~ailedger.ledger.Ledger` reports as such; an error to any read
+    (chain id, code, logs, blocks, receipts, nonce, fees) means the node could not or would
+    not serve it.
+    """
+    return method in _ERRORS_ANSWER
 
 
 def _envelope_problem(reply: Any, request_id: int) -> str | None:

@@ -5,7 +5,9 @@ registry on chain with lineage, verified loading, and sharing with the parties g
 from __future__ import annotations
 
 from ailedger.provenance._demo import demo_provenance
+from ailedger.provenance.bundle import Bundle, BundleMismatch, bundle_path, verify_with_bundle
 from ailedger.provenance.digest import (
+    Digest,
     Manifest,
     ManifestMismatch,
     digest_artifact,
@@ -36,6 +38,9 @@ from ailedger.provenance.sharing import GrantRevoked, NoGrant, NotARecipient
 
 __all__ = [
     "AlreadyRegistered",
+    "Bundle",
+    "BundleMismatch",
+    "Digest",
     "GrantRevoked",
     "Lineage",
     "Manifest",
@@ -49,6 +54,7 @@ __all__ = [
     "Verification",
     "build_statement",
     "build_training_provenance",
+    "bundle_path",
     "demo_provenance",
     "digest_artifact",
     "digest_file",
@@ -62,5 +68,6 @@ __all__ = [
     "verify_artifact",
     "verify_envelope",
     "verify_manifest",
+    "verify_with_bundle",
     "write_graph",
 ]

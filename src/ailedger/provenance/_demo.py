@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ailedger.ledger import Ledger
+from ailedger.provenance.digest import Digest
 from ailedger.provenance.lineage import lineage
 from ailedger.provenance.loading import load_verified
 from ailedger.provenance.registry import register_artifact
@@ -59,7 +60,7 @@ def _run(
     return {
         "dataset": dataset.to_json(),
         "model": model.to_json(),
-        "lineage": ["0x" + d.hex() for _, d in graph.nodes],
+        "lineage": [str(Digest(d)) for _, d in graph.nodes],
         "loaded": type(loaded).__name__,
         "verified": True,
     }

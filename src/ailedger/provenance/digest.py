@@ -69,6 +69,7 @@ __all__ = [
     "GIT_PATHS",
     "PREDICATE_TYPE",
     "STATEMENT_TYPE",
+    "Digest",
     "FileChanged",
     "Manifest",
     "ManifestMismatch",
@@ -89,6 +90,63 @@ GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
 _MIN_CHUNK = 64 * 1024
 _MAX_CHUNK = 64 * 1024 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A SHA-256 digest (32 bytes) with one text form, ``sha256:<64 lowercase hex>``.
+
+    ``str(d)`` is that form, used wherever a digest is printed; :meth:`parse` also reads the
+    ``0x<hex>`` form the chain and older outputs use, and bare 64 hex digits. ``raw`` holds the
+    bytes, ``hex`` the bare lowercase hex and ``hex0x`` the ``0x`` form.
+    """
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.raw, bytes) or len(self.raw) != 32:
+            raise InputError("a SHA-256 digest is 32 bytes")
+
+    @classmethod
+    def parse(cls, text: str | bytes | Digest, what: str = "digest") -> Digest:
+        """Read ``sha256:<hex>``, ``0x<hex>`` or 64 bare hex digits (any case), or take a
+        :class:`Digest` or 32 raw bytes as they are; anything else raises :class:`InputError`."""
+        if isinstance(text, Digest):
+            return text
+        if isinstance(text, bytes):
+            if len(text) != 32:
+                raise InputError(f"{what} must be 32 bytes, got {len(text)}")
+            return cls(text)
+        form = f"{what} must be sha256:<64 hex digits> (or 0x<64 hex digits>)"
+        if not isinstance(text, str):
+            raise InputError(form)
+        body = text.strip()
+        lower = body.lower()
+        if lower.startswith("sha256:"):
+            body = body[7:]
+        elif lower.startswith("0x"):
+            body = body[2:]
+        if not _HEX64.match(body.lower()):
+            raise InputError(f"{form}, got {text!r}")
+        return cls(bytes.fromhex(body))
+
+    @classmethod
+    def of(cls, data: bytes) -> Digest:
+        """The SHA-256 of ``data``."""
+        return cls(hashlib.sha256(data).digest())
+
+    @property
+    def hex(self) -> str:
+        """The 64 lowercase hex digits, without a prefix."""
+        return self.raw.hex()
+
+    @property
+    def hex0x(self) -> str:
+        """The ``0x<hex>`` form (as the chain's tools write a bytes32)."""
+        return "0x" + self.raw.hex()
+
+    def __str__(self) -> str:
+        return "sha256:" + self.raw.hex()
 
 
 class FileChanged(InputError):

@@ -26,6 +26,7 @@ from ailedger._input import parse_json
 from ailedger.errors import AiledgerError, InputError
 from ailedger.ledger import Ledger
 from ailedger.ledger.provenance import parse_address
+from ailedger.provenance.digest import Digest
 from ailedger.provenance.registry import (
     NotRegistered,
     RegisteredByOther,
@@ -74,21 +75,21 @@ class Lineage:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "root": "0x" + self.root[1].hex(),
+            "root": str(Digest(self.root[1])),
             "root_owner": self.root[0],
             "nodes": [
                 {**reg.to_json(), "name": self.names.get(d)} for d, reg in self.nodes.items()
             ],
             "edges": [
                 {
-                    "parent": "0x" + p[1].hex(),
+                    "parent": str(Digest(p[1])),
                     "parent_owner": p[0],
-                    "child": "0x" + c[1].hex(),
+                    "child": str(Digest(c[1])),
                     "child_owner": c[0],
                 }
                 for p, c in self.edges()
             ],
-            "children": [{"owner": o, "digest": "0x" + d.hex()} for o, d in self.children],
+            "children": [{"owner": o, "digest": str(Digest(d))} for o, d in self.children],
         }
 
 
@@ -111,7 +112,7 @@ def lineage(
             others = registry.registrants(current[1]) if current == root else []
             if others:
                 raise RegisteredByOther(current[1], current[0], others)
-            raise NotRegistered(f"0x{current[1].hex()} is not registered by {current[0]}")
+            raise NotRegistered(f"{Digest(current[1])} is not registered by {current[0]}")
         nodes[current] = Registration.from_chain(record)
         queue.extend(p for p in record.parents if p not in nodes)
     names: dict[Ref, str] = {}
@@ -129,7 +130,7 @@ def render_tree(graph: Lineage) -> str:
 
     def walk(ref: Ref, prefix: str, connector: str) -> None:
         reg = graph.nodes[ref]
-        label = f"{reg.kind} {graph.names.get(ref, '?')} 0x{ref[1].hex()[:16]}…"
+        label = f"{reg.kind} {graph.names.get(ref, '?')} {str(Digest(ref[1]))[:23]}…"
         if ref in shown and reg.parents:
             lines.append(f"{prefix}{connector}{label} (parents shown above)")
             return
@@ -142,7 +143,7 @@ def render_tree(graph: Lineage) -> str:
     walk(graph.root, "", "")
     if graph.children:
         lines.append(
-            "used by: " + ", ".join(f"0x{c.hex()[:16]}… by {o}" for o, c in graph.children)
+            "used by: " + ", ".join(f"{str(Digest(c))[:23]}… by {o}" for o, c in graph.children)
         )
     return "\n".join(lines)
 
@@ -214,7 +215,7 @@ def _box_style(graph: Lineage, digest: Ref) -> tuple[str, str, str, str]:
         _KIND_COLOURS.get(reg.kind, _OTHER_COLOUR),
         _ROOT_STROKE if digest == graph.root else _STROKE,
         f"{reg.kind}: {graph.names.get(digest, '(name unknown)')}",
-        f"0x{digest[1].hex()[:28]}…",
+        f"{str(Digest(digest[1]))[:35]}…",
     )
 
 
@@ -225,7 +226,7 @@ def write_svg(graph: Lineage, path: str | os.PathLike[str]) -> None:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        "<title>lineage of 0x" + graph.root[1].hex() + "</title>",
+        "<title>lineage of " + str(Digest(graph.root[1])) + "</title>",
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
         f'markerHeight="8" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{_ARROW_COLOUR}"/>'
         "</marker></defs>",
@@ -328,7 +329,7 @@ def write_png(graph: Lineage, path: str | os.PathLike[str]) -> None:
         format="png",
         dpi=_PNG_DPI,
         facecolor="white",
-        metadata={"Title": "lineage of 0x" + graph.root[1].hex(), "Software": None},
+        metadata={"Title": "lineage of " + str(Digest(graph.root[1])), "Software": None},
     )
     write_atomic(Path(path), buffer.getvalue(), mode=0o644)
 

@@ -1,10 +1,11 @@
 """Loading a model or array file only after it is verified against its registration.
 
 :func:`load_verified` reads the file once into memory, hashes those bytes as a single-file
-model-signing manifest, checks them against the chain and a trusted signature
-(:func:`ailedger.provenance.registry.resolve`), and only then deserialises the same bytes, so a
-file swapped between check and use is never loaded, and no byte of an unverified pickle reaches
-the unpickler.
+model-signing manifest, checks them against the chain and a trusted signature (from the
+bundle beside the file, :func:`ailedger.provenance.bundle.verify_with_bundle`, else from a
+workspace's blobs, :func:`ailedger.provenance.registry.resolve`), and only then deserialises
+the same bytes, so a file swapped between check and use is never loaded, and no byte of an
+unverified pickle reaches the unpickler.
 
 Formats, chosen by ``format`` or the file's suffix:
 
@@ -26,6 +27,7 @@ import io
 import os
 import stat
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from ailedger.ledger import Ledger
 from ailedger.provenance.digest import (
     DEFAULT_SIGNATURE_FILE,
     GIT_PATHS,
+    Digest,
     FileChanged,
     Manifest,
     ManifestMismatch,
@@ -81,34 +84,48 @@ def load_verified(
     path: str | os.PathLike[str],
     *,
     trusted_keys: Sequence[TrustedKey],
-    workspace: Workspace,
-    ledger: Ledger,
+    rpc: str | None = None,
+    bundle: str | os.PathLike[str] | None = None,
+    workspace: Workspace | None = None,
+    ledger: Ledger | None = None,
     format: str | None = None,
-    expected: bytes | None = None,
+    expected: bytes | str | None = None,
     registrant: str | None = None,
+    registry: str | None = None,
 ) -> Any:
     """Verify the file at ``path`` against its registration by ``registrant``, then load it.
 
-    ``registrant`` is the account whose registration is trusted (default: the workspace's
-    own); a registration of the same digest by any other account is never accepted.
+    With a bundle (``bundle``, or ``PATH.ailedger.json`` beside the file, as ``provenance
+    register`` writes it), only a chain is needed: ``ledger``, or the node at ``rpc``, or the
+    chain of ``workspace`` (:func:`ailedger.provenance.bundle.verify_with_bundle`; the
+    registrant defaults to the bundle's, ``registry`` pins the registry address). Without one,
+    the registered statement is read from ``workspace``'s blobs, and the registrant defaults
+    to the workspace's own account.
+
     ``trusted_keys`` are the public keys one of which must have signed the registered
-    statement, which must name ``registrant``; ``expected`` is the digest the file should have
-    (default: the latest this workspace registered under the file's name). Raises
+    statement, which must name ``registrant``; a registration of the same digest by any other
+    account is never accepted. ``expected`` is the digest the file should have
+    (``sha256:<hex>``, ``0x<hex>`` or bytes; default: the bundle's, or the latest this
+    workspace registered under the file's name). Raises
     :class:`~ailedger.provenance.digest.ManifestMismatch` naming the file when it differs from
     its registration, :class:`~ailedger.provenance.registry.NotRegistered` when ``registrant``
-    registered nothing that matches (:class:`~ailedger.provenance.registry.RegisteredByOther`
-    when only other accounts registered its digest),
+    registered nothing that matches, :class:`~ailedger.provenance.bundle.BundleMismatch` for a
+    bundle of another chain or registrant or an altered one,
     :class:`~ailedger.errors.SignatureError` when no trusted key signed it, and
-    :class:`InputError` for a path that is not a regular file or an unknown format.
+    :class:`InputError` for a path that is not a regular file, an unknown format, or no way to
+    reach a chain.
     """
     kind = _format(path, format)
     data, _ = verify_bytes(
         path,
         trusted_keys=trusted_keys,
+        rpc=rpc,
+        bundle=bundle,
         workspace=workspace,
         ledger=ledger,
         expected=expected,
         registrant=registrant,
+        registry=registry,
     )
     return _deserialise(kind, data, os.fspath(path))
 
@@ -117,13 +134,18 @@ def verify_bytes(
     path: str | os.PathLike[str],
     *,
     trusted_keys: Sequence[TrustedKey],
-    workspace: Workspace,
-    ledger: Ledger,
-    expected: bytes | None = None,
+    rpc: str | None = None,
+    bundle: str | os.PathLike[str] | None = None,
+    workspace: Workspace | None = None,
+    ledger: Ledger | None = None,
+    expected: bytes | str | None = None,
     registrant: str | None = None,
+    registry: str | None = None,
 ) -> tuple[bytes, Verification]:
-    """Read a single file into memory and verify those bytes; returns them with the result."""
-    registry = provenance_registry(workspace, ledger)
+    """Read a single file into memory and verify those bytes (arguments as
+    :func:`load_verified`); returns them with the result."""
+    from ailedger.provenance.bundle import bundle_path, verify_with_bundle
+
     p = os.fspath(path)
     data = _read_file(p)
     name = _name(p)
@@ -143,15 +165,48 @@ def verify_bytes(
         if manifest.resources != computed.resources:
             raise ManifestMismatch(p, p, "digest")
 
-    verification = resolve(
-        workspace,
-        registry,
-        computed,
-        trusted_keys=trusted_keys,
-        expected=expected,
-        recheck=recheck,
-        registrant=registrant,
-    )
+    want = None if expected is None else Digest.parse(expected, "expected digest").raw
+    evidence = bundle if bundle is not None else bundle_path(p)
+    if bundle is not None or os.path.isfile(evidence):
+        with ExitStack() as stack:
+            chain = ledger
+            if chain is None and rpc is not None:
+                chain = stack.enter_context(Ledger.connect(rpc))
+            elif chain is None and workspace is not None:
+                chain = stack.enter_context(workspace.ledger())
+            if chain is None:
+                raise InputError(
+                    "give a chain to check the bundle against: rpc=URL, ledger= or workspace="
+                )
+            verification = verify_with_bundle(
+                p,
+                chain,
+                trusted_keys=trusted_keys,
+                bundle=evidence,
+                registrant=registrant,
+                registry=registry,
+                expected=want,
+                recheck=recheck,
+            )
+        return data, verification
+    if workspace is None:
+        raise InputError(
+            f"no bundle {os.fspath(evidence)!r} beside {p!r}: give bundle=, or workspace= "
+            "with the registrant's signed statement in its blobs"
+        )
+    with ExitStack() as stack:
+        chain = ledger
+        if chain is None:
+            chain = stack.enter_context(workspace.ledger(rpc=rpc))
+        verification = resolve(
+            workspace,
+            provenance_registry(workspace, chain),
+            computed,
+            trusted_keys=trusted_keys,
+            expected=want,
+            recheck=recheck,
+            registrant=registrant,
+        )
     return data, verification
 
 

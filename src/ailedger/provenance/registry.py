@@ -37,6 +37,7 @@ is acyclic (:mod:`ailedger.provenance.lineage` walks and draws it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -62,7 +63,7 @@ from ailedger.ledger.provenance import (
     check_parents,
     parse_address,
 )
-from ailedger.provenance.digest import Manifest, digest_artifact, verify_manifest
+from ailedger.provenance.digest import Digest, Manifest, digest_artifact, verify_manifest
 from ailedger.provenance.dsse import TrustedKey, sign_statement, verify_envelope
 from ailedger.workspace import Workspace
 
@@ -78,13 +79,16 @@ __all__ = [
     "Verification",
     "import_statement",
     "load_statement",
+    "load_statement_bytes",
     "lookup",
     "parse_address",
     "parse_digest",
+    "parse_envelope",
     "parse_parent",
     "provenance_registry",
     "register_artifact",
     "statement_registrant",
+    "trusted_manifest",
     "verify_artifact",
 ]
 
@@ -108,7 +112,7 @@ class RegisteredByOther(NotRegistered):
     def __init__(self, digest: bytes, registrant: str, others: Sequence[str]) -> None:
         self.digest, self.registrant, self.others = digest, registrant, tuple(others)
         super().__init__(
-            f"0x{digest.hex()} is registered by {', '.join(others)}, not by the trusted "
+            f"{Digest(digest)} is registered by {', '.join(others)}, not by the trusted "
             f"registrant {registrant}: its registration is not accepted"
         )
 
@@ -130,6 +134,8 @@ class Registration:
     block_number: int
     timestamp: int
     receipt: Receipt | None = field(default=None, compare=False, repr=False)
+    #: the bundle file written beside the artifact at registration, if one was
+    bundle: Path | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_chain(cls, record: ChainRegistration, receipt: Receipt | None = None) -> Registration:
@@ -149,19 +155,27 @@ class Registration:
         """``(owner, digest)``: how a child names this registration as its parent."""
         return (self.owner, self.digest)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, hex0x: bool = False) -> dict[str, Any]:
+        """The registration as JSON, digests as ``sha256:<hex>`` (``0x<hex>`` with ``hex0x``,
+        the form the audit log's ``provenance.*`` events have always used)."""
+
+        def text(d: bytes) -> str:
+            return Digest(d).hex0x if hex0x else str(Digest(d))
+
         out: dict[str, Any] = {
-            "digest": "0x" + self.digest.hex(),
+            "digest": text(self.digest),
             "kind": self.kind,
             "owner": self.owner,
-            "statement_digest": "0x" + self.statement_digest.hex(),
-            "parents": [{"owner": o, "digest": "0x" + d.hex()} for o, d in self.parents],
+            "statement_digest": text(self.statement_digest),
+            "parents": [{"owner": o, "digest": text(d)} for o, d in self.parents],
             "block_number": self.block_number,
             "timestamp": self.timestamp,
         }
         if self.receipt is not None:
             out["tx_hash"] = self.receipt.tx_hash
             out["gas_used"] = self.receipt.gas_used
+        if self.bundle is not None:
+            out["bundle"] = str(self.bundle)
         return out
 
 
@@ -183,18 +197,9 @@ class Verification:
 
 
 def parse_digest(text: str, what: str = "digest") -> bytes:
-    """Parse a SHA-256 digest written as 64 hex digits, with or without a ``0x`` prefix."""
-    if not isinstance(text, str):
-        raise InputError(f"{what} must be 64 hex digits")
-    body = text[2:] if text.lower().startswith("0x") else text
-    if len(body) != 64:
-        raise InputError(f"{what} must be 64 hex digits (optionally after 0x), got {text!r}")
-    try:
-        return bytes.fromhex(body)
-    except ValueError as exc:
-        raise InputError(
-            f"{what} must be 64 hex digits (optionally after 0x), got {text!r}"
-        ) from exc
+    """Parse a SHA-256 digest written ``sha256:<hex>``, ``0x<hex>`` or as 64 bare hex digits
+    (:meth:`Digest.parse`) into its 32 bytes."""
+    return Digest.parse(text, what).raw
 
 
 def parse_parent(text: str, default_owner: str, what: str = "parent") -> tuple[str, bytes]:
@@ -202,9 +207,10 @@ def parse_parent(text: str, default_owner: str, what: str = "parent") -> tuple[s
     the account ADDRESS) into an ``(owner, digest)`` pair."""
     if not isinstance(text, str):
         raise InputError(f"{what} must be DIGEST or ADDRESS:DIGEST")
-    owner, sep, digest = text.rpartition(":")
-    if not sep:
-        return parse_address(default_owner, what), parse_digest(text, what)
+    body = text.strip()
+    if ":" not in body or body.lower().startswith("sha256:"):
+        return parse_address(default_owner, what), parse_digest(body, what)
+    owner, _, digest = body.partition(":")
     return parse_address(owner.strip(), f"{what} registrant"), parse_digest(digest.strip(), what)
 
 
@@ -228,9 +234,14 @@ def register_artifact(
     parents: Iterable[bytes | tuple[str, bytes]] = (),
     ignore: Iterable[str] = (),
     allow_symlinks: bool = False,
+    write_bundle: bool = False,
 ) -> Registration:
     """Hash, sign and register the file or folder at ``path`` under the ledger's account (see
     the module docstring).
+
+    With ``write_bundle``, the signed statement and what a verifier needs to find its
+    registration are also written beside the artifact
+    (:func:`ailedger.provenance.bundle.write_bundle`); ``Registration.bundle`` names the file.
 
     A parent is ``(registrant, digest)``, or a bare digest for one the ledger's account
     registered. Raises :class:`AlreadyRegistered` when this account registered the digest
@@ -260,7 +271,7 @@ def register_artifact(
         if (owner, parent) == (account, digest):
             raise InputError("an artifact cannot be its own parent")
         if not registry.is_registered(owner, parent):
-            raise UnknownParent(f"parent 0x{parent.hex()} is not registered by {owner}")
+            raise UnknownParent(f"parent {Digest(parent)} is not registered by {owner}")
     statement = manifest.to_statement()
     statement["subject"][0]["annotations"] = {REGISTRANT_ANNOTATION: account}
     envelope = sign_statement(statement, signing_key)
@@ -280,10 +291,21 @@ def register_artifact(
     record = registry.registration(account, digest)
     assert record is not None
     registration = Registration.from_chain(record, receipt)
+    if write_bundle:
+        from ailedger.provenance.bundle import write_bundle as write
+
+        written = write(
+            path, blob, registration, chain_id=ledger.chain_id, registry=registry.address
+        )
+        registration = dataclasses.replace(registration, bundle=written)
     record_event(
         workspace,
         "provenance.register",
-        {"chain_id": ledger.chain_id, "name": manifest.model_name, **registration.to_json()},
+        {
+            "chain_id": ledger.chain_id,
+            "name": manifest.model_name,
+            **registration.to_json(hex0x=True),
+        },
     )
     return registration
 
@@ -304,14 +326,34 @@ def load_statement(workspace: Workspace, registration: Registration) -> dict[str
     Raises :class:`StatementNotFound` when the blob is absent and :class:`VerificationError`
     when its SHA-256 differs from the one on chain or it is not a JSON object.
     """
+    blob = load_statement_bytes(workspace, registration)
+    return parse_envelope(blob, f"statement {Digest(registration.statement_digest).hex}")
+
+
+def parse_envelope(blob: bytes, where: str) -> dict[str, Any]:
+    """Parse registered statement bytes into a DSSE envelope object (signature not checked);
+    raises :class:`VerificationError` when they are not one JSON object."""
+    try:
+        envelope = parse_json(blob, what=where, max_bytes=_MAX_STATEMENT_BYTES)
+    except InputError as exc:
+        raise VerificationError(str(exc)) from exc
+    if not isinstance(envelope, dict):
+        raise VerificationError(f"the {where} is not a DSSE envelope")
+    return envelope
+
+
+def load_statement_bytes(workspace: Workspace, registration: Registration) -> bytes:
+    """The exact bytes of the signed statement a registration names (they hash to its
+    ``statement_digest``), read from the workspace's blobs; errors as :func:`load_statement`.
+    """
     path = _blob_path(workspace, registration.statement_digest)
     try:
         with path.open("rb") as fh:
             blob = fh.read(_MAX_STATEMENT_BYTES + 1)
     except FileNotFoundError as exc:
         raise StatementNotFound(
-            f"the signed statement 0x{registration.statement_digest.hex()} of "
-            f"0x{registration.digest.hex()} is not in this workspace's blobs (import it with "
+            f"the signed statement {Digest(registration.statement_digest)} of "
+            f"{Digest(registration.digest)} is not in this workspace's blobs (import it with "
             "`provenance verify --statement FILE`)"
         ) from exc
     except OSError as exc:
@@ -320,13 +362,7 @@ def load_statement(workspace: Workspace, registration: Registration) -> dict[str
         raise VerificationError(
             f"the stored statement {path.name} does not hash to its name: it was altered"
         )
-    try:
-        envelope = parse_json(blob, what=f"statement {path.name}", max_bytes=_MAX_STATEMENT_BYTES)
-    except InputError as exc:
-        raise VerificationError(str(exc)) from exc
-    if not isinstance(envelope, dict):
-        raise VerificationError(f"the stored statement {path.name} is not a DSSE envelope")
-    return envelope
+    return blob
 
 
 def import_statement(workspace: Workspace, data: bytes) -> bytes:
@@ -417,7 +453,9 @@ def resolve(
         raise InputError("give at least one trusted public key")
     owner = _registrant(workspace, registrant)
     digest = bytes.fromhex(computed.root_digest)
-    record = registry.registration(owner, digest)
+    # a pinned ``expected`` digest wins: the file's own registration (another version, say)
+    # must not stand in for the one the caller asked for
+    record = registry.registration(owner, digest) if expected in (None, digest) else None
     if record is not None:
         registration = Registration.from_chain(record)
         manifest, envelope = _trusted_manifest(workspace, registration, trusted_keys)
@@ -436,7 +474,7 @@ def resolve(
                 if others:
                     raise RegisteredByOther(candidate, owner, others)
                 raise NotRegistered(
-                    f"the expected digest 0x{candidate.hex()} is not registered by {owner}"
+                    f"the expected digest {Digest(candidate)} is not registered by {owner}"
                 )
             continue
         registration = Registration.from_chain(record)
@@ -447,7 +485,7 @@ def resolve(
     if others:
         raise RegisteredByOther(digest, owner, others)
     raise NotRegistered(
-        f"{computed.model_name!r} (digest 0x{digest.hex()}) is not registered by {owner} on "
+        f"{computed.model_name!r} (digest {Digest(digest)}) is not registered by {owner} on "
         f"chain {registry.ledger.chain_id}"
     )
 
@@ -461,17 +499,26 @@ def _registrant(workspace: Workspace, registrant: str | None) -> str:
 def _trusted_manifest(
     workspace: Workspace, registration: Registration, trusted_keys: Sequence[TrustedKey]
 ) -> tuple[Manifest, dict[str, Any]]:
-    envelope = load_statement(workspace, registration)
+    return trusted_manifest(load_statement(workspace, registration), registration, trusted_keys)
+
+
+def trusted_manifest(
+    envelope: dict[str, Any], registration: Registration, trusted_keys: Sequence[TrustedKey]
+) -> tuple[Manifest, dict[str, Any]]:
+    """Check a registered DSSE envelope (whose hash the caller matched with the chain): a
+    trusted key signed it, it names ``registration.owner`` as registrant, and it is a
+    model-signing manifest of the registered digest. Returns the manifest and the envelope.
+    """
     statement = verify_envelope(envelope, trusted_keys)
     named = statement_registrant(statement)
     if named is None:
         raise VerificationError(
-            f"the signed statement of 0x{registration.digest.hex()} names no registrant: it "
+            f"the signed statement of {Digest(registration.digest)} names no registrant: it "
             f"cannot be bound to {registration.owner}"
         )
     if named != registration.owner:
         raise VerificationError(
-            f"the signed statement of 0x{registration.digest.hex()} names registrant {named}, "
+            f"the signed statement of {Digest(registration.digest)} names registrant {named}, "
             f"but it is registered by {registration.owner}"
         )
     try:
@@ -480,8 +527,8 @@ def _trusted_manifest(
         raise VerificationError(f"the registered statement is not a manifest: {exc}") from exc
     if manifest.root_digest != registration.digest.hex():
         raise VerificationError(
-            f"the registered statement describes 0x{manifest.root_digest}, "
-            f"not 0x{registration.digest.hex()}"
+            f"the registered statement describes sha256:{manifest.root_digest}, "
+            f"not {Digest(registration.digest)}"
         )
     return manifest, envelope
 

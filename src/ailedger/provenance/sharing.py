@@ -176,6 +176,9 @@ class OpenedFile:
     sender: str
     older: bool = False
     """True when opened with ``unsafe_allow_older`` although a newer version was opened here."""
+    first: bool = False
+    """True when this workspace had opened no version of the resource before: nothing here
+    can tell whether a newer version exists, so a replay of an old one is not ruled out."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -185,6 +188,7 @@ class OpenedFile:
             "version": self.version.to_json(),
             "sender": self.sender,
             "older": self.older,
+            "first_opened_here": self.first,
         }
 
 
@@ -528,6 +532,7 @@ class _OpenCheck:
         self.key = _opening_key(workspace, self._registry, resource, self.owner, passphrase)
         self._binding: _Binding | None = None
         self._older = False
+        self._first = False
 
     def accept(self, header: envelope.SealedHeader) -> None:
         binding = _Binding.decode(header.context)
@@ -551,6 +556,7 @@ class _OpenCheck:
                 "owner may (a forgery?)"
             )
         highest = _VersionBook(self._workspace).highest_opened(binding.key)
+        self._first = highest is None
         if highest is not None and binding.version < highest:
             if not self._unsafe:
                 raise OlderVersion(
@@ -573,6 +579,7 @@ class _OpenCheck:
             version=binding.version,
             sender=parse_address(header.sender_address),
             older=self._older,
+            first=self._first,
         )
 
 

@@ -252,3 +252,36 @@ def test_a_service_checks_only_new_anchors_but_catches_a_conflict(
     service = AnchorService(anchorer, every_entries=1, every_seconds=3600)
     assert service.step() is None  # the service never raises into the application
     assert isinstance(service.last_error, VerificationError)
+
+
+@pytest.mark.parametrize("backend", ["embedded"])
+def test_checkpoint_given_the_registry_refuses_to_sign_over_published_anchors(
+    chain: Chain, log: AuditLog, tmp_path: Path
+) -> None:
+    """The library, not only the CLI, refuses to sign a fork of what its account anchored."""
+    operator = chain.ledger(new_signer())
+    registry = AnchorRegistry.deploy(operator)
+    key = Ed25519PrivateKey.generate()
+    log.append_many({"i": i} for i in range(20))
+    assert Anchorer(log=log, registry=registry, key=key).anchor() is not None  # size 20
+    # an honest extension still signs, with the check
+    log.append_many([{"i": 20}])
+    assert b"\n21\n" in log.checkpoint(key, registry=registry)
+
+    # an older copy of the log (its first 10 entries), as a restored backup would be
+    with AuditLog.open(tmp_path / "restored.sqlite", origin=log.origin) as restored:
+        restored.append_many({"i": i} for i in range(10))
+        with pytest.raises(VerificationError, match="older than what was published"):
+            restored.checkpoint(key, registry=registry, operator=operator.account)
+        # appended to after the restore: a fork of the anchored size 20
+        restored.append_many({"other": i} for i in range(15))
+        with pytest.raises(VerificationError, match="fork"):
+            restored.checkpoint(key, registry=registry)
+        assert restored.checkpoints() == []  # nothing was signed
+        # anchors by another account are not the operator's claims, and are not read
+        stranger = chain.ledger(new_signer()).account
+        assert b"\n25\n" in restored.checkpoint(key, registry=registry, operator=stranger)
+    with AuditLog.open(tmp_path / "no-chain.sqlite", origin=log.origin) as other:
+        other.append_many({"x": i} for i in range(3))
+        # without a registry, the old behaviour (no chain read) is kept
+        assert b"\n3\n" in other.checkpoint(key)

@@ -37,6 +37,8 @@ ULP = 1.0 / SCALE
 
 
 def _options(name: str, root: Any) -> dict[str, Any]:
+    if name == "reputation":
+        return {"reference": root}
     return {"root": root} if name == "fltrust" else {}
 
 
@@ -184,6 +186,7 @@ def test_rules_registry_names() -> None:
         "clip",
         "fltrust",
         "default",
+        "reputation",
     }
 
 

@@ -19,6 +19,7 @@ from ailedger.federated.attacks import (
     gaussian_noise,
     ipm,
     label_flip,
+    reference_aware,
     scaling,
     sign_flip,
 )
@@ -42,9 +43,11 @@ def test_registry_uses_one_calling_convention() -> None:
         "fang_krum",
         "fang_trim",
         "free_rider",
+        "reference_aware",
     }
     for name, attack in ATTACKS.items():
-        out = attack(own, benign, rng=np.random.default_rng(1))
+        extra = {"reference": honest.mean(axis=0)} if name == "reference_aware" else {}
+        out = attack(own, benign, rng=np.random.default_rng(1), **extra)
         assert out.shape == own.shape, name
         assert np.all(np.isfinite(out)), name
 
@@ -52,8 +55,9 @@ def test_registry_uses_one_calling_convention() -> None:
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_attacks_are_reproducible_from_the_seed(name: str) -> None:
     honest = _honest()
-    a = ATTACKS[name](honest[:4], honest[4:], rng=np.random.default_rng(9))
-    b = ATTACKS[name](honest[:4], honest[4:], rng=np.random.default_rng(9))
+    extra = {"reference": honest[0]} if name == "reference_aware" else {}
+    a = ATTACKS[name](honest[:4], honest[4:], rng=np.random.default_rng(9), **extra)
+    b = ATTACKS[name](honest[:4], honest[4:], rng=np.random.default_rng(9), **extra)
     assert np.array_equal(a, b)
 
 
@@ -182,3 +186,21 @@ def test_label_flip() -> None:
 def test_label_flip_rejects_bad_input(labels: np.ndarray, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InputError):
         label_flip(labels, 10, **kwargs)
+
+
+def test_reference_aware_keeps_its_cosine_and_pushes_against_the_honest_mean() -> None:
+    honest = _honest(seed=4, noise=0.5)
+    reference = honest.mean(axis=0) + np.random.default_rng(7).normal(size=30)
+    out = reference_aware(honest[:3], honest[3:], reference=reference, cosine=0.05, boost=2.0)
+    assert out.shape == (3, 30)
+    assert np.array_equal(out[0], out[2])
+    x = out[0]
+    cos = float(x @ reference) / (np.linalg.norm(x) * np.linalg.norm(reference))
+    assert cos == pytest.approx(0.05, abs=1e-12)
+    assert float(x @ honest[3:].mean(axis=0)) < 0
+    median_norm = float(np.median(np.linalg.norm(honest[3:], axis=1)))
+    assert np.linalg.norm(x) == pytest.approx(2.0 * median_norm)
+    with pytest.raises(InputError, match="needs the reference"):
+        reference_aware(honest[:3], honest[3:])
+    with pytest.raises(InputError, match="zero"):
+        reference_aware(honest[:3], honest[3:], reference=np.zeros(30))

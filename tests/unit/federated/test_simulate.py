@@ -77,9 +77,14 @@ def test_on_round_sees_every_round_and_flagged_parties_are_excluded() -> None:
 
 
 def test_honest_parties_are_not_excluded_without_attack() -> None:
-    result = simulate(replace(BASE, rounds=10, exclude_after=4), dataset=DIGITS)
+    # the robust (old default) rule flags some honest parties; the fraction guard keeps them
+    result = simulate(replace(BASE, rule="default", rounds=10, exclude_after=4), dataset=DIGITS)
     assert result.excluded == ()
     assert any(r.flagged for r in result.rounds)
+    # rule "auto" is the reputation rule for 10 clients: nobody honest is excluded either
+    auto = simulate(replace(BASE, rounds=10, exclude_after=4), dataset=DIGITS)
+    assert auto.rule_used == "reputation"
+    assert auto.excluded == ()
 
 
 def test_attackers_and_free_riders_rank_lowest() -> None:

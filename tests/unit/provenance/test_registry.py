@@ -91,14 +91,14 @@ def test_register_dataset_and_model_with_lineage(alice: Party, dataset: Path, mo
     assert graph.names == {m.ref: "model.bin", ds.ref: "census"}
     assert lineage(alice.ws, alice.ledger, ds.digest).children == (m.ref,)
     tree = render_tree(graph).splitlines()
-    assert tree[0].startswith("model model.bin 0x" + m.digest.hex()[:16])
-    assert tree[1].startswith("└── dataset census 0x" + ds.digest.hex()[:16])
+    assert tree[0].startswith("model model.bin sha256:" + m.digest.hex()[:16])
+    assert tree[1].startswith("└── dataset census sha256:" + ds.digest.hex()[:16])
     account = alice.ledger.account
     assert graph.to_json()["edges"] == [
         {
-            "parent": "0x" + ds.digest.hex(),
+            "parent": "sha256:" + ds.digest.hex(),
             "parent_owner": account,
-            "child": "0x" + m.digest.hex(),
+            "child": "sha256:" + m.digest.hex(),
             "child_owner": account,
         }
     ]
@@ -333,6 +333,21 @@ def test_verify_names_the_changed_file(alice: Party, dataset: Path) -> None:
     with pytest.raises(ManifestMismatch, match=r"'part/b\.csv'") as info:
         verify_artifact(alice.ws, alice.ledger, dataset, trusted_keys=trusted, expected=reg.digest)
     assert info.value.kind == "missing"
+
+
+def test_a_pinned_expected_digest_is_not_replaced_by_another_registered_version(
+    alice: Party, model: Path
+) -> None:
+    # attack round 2, PR07: version 1 and version 2 both registered by the same account; a
+    # caller pinning version 1 must not accept the file of version 2
+    trusted = [alice.key.public_key()]
+    v1 = register_artifact(alice.ws, alice.ledger, model, kind="model", signing_key=alice.key)
+    model.write_bytes(b"weights, version 2")
+    register_artifact(alice.ws, alice.ledger, model, kind="model", signing_key=alice.key)
+    with pytest.raises(ManifestMismatch):
+        verify_artifact(alice.ws, alice.ledger, model, trusted_keys=trusted, expected=v1.digest)
+    with pytest.raises(NotRegistered, match="expected digest"):
+        verify_artifact(alice.ws, alice.ledger, model, trusted_keys=trusted, expected=b"\x33" * 32)
 
 
 def test_verify_refuses_unregistered_and_untrusted(

@@ -409,7 +409,9 @@ def test_a_replayed_older_version_is_refused_unless_allowed(
     assert second.version.block >= first.version.block
 
     out = tmp_path / "out.csv"
-    assert do_open(bob, new, out, resource, owner).version == second.version
+    opened = do_open(bob, new, out, resource, owner)
+    assert (opened.version, opened.first) == (second.version, True)
+    assert opened.to_json()["first_opened_here"] is True
     with pytest.raises(OlderVersion, match=f"version {first.version} .* older than version"):
         do_open(bob, old, out, resource, owner)
     assert out.read_bytes() == SECRET + b"3,mumps\n"  # the refused replay wrote nothing
@@ -419,7 +421,7 @@ def test_a_replayed_older_version_is_refused_unless_allowed(
     with pytest.raises(OlderVersion):  # the unsafe open did not lower the bar
         do_open(bob, old, out, resource, owner)
     again = do_open(bob, new, out, resource, owner)  # the same version opens again
-    assert (again.version, again.older) == (second.version, False)
+    assert (again.version, again.older, again.first) == (second.version, False, False)
 
     book = bob.ws.path / "sharing" / "versions.json"
     assert stat.S_IMODE(book.stat().st_mode) == 0o600

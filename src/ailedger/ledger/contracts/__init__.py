@@ -17,13 +17,23 @@ from typing import Any
 
 from ailedger.errors import ContractNotFound
 
-__all__ = ["CONTRACT_NAMES", "VYPER_VERSION", "Artifact", "compile_source", "load_artifact"]
+__all__ = [
+    "CONTRACT_NAMES",
+    "VYPER_VERSION",
+    "WORKSPACE_CONTRACTS",
+    "Artifact",
+    "compile_source",
+    "load_artifact",
+]
 
 #: the compiler the committed artifacts were built with (a development dependency only)
 VYPER_VERSION = "0.4.3"
 _HERE = Path(__file__).parent
 #: every contract whose source lies here; each is a singleton a workspace deploys at init
 CONTRACT_NAMES = tuple(sorted(path.stem for path in _HERE.glob("*.vy")))
+
+#: the contracts every workspace deploys (DemoToken is for the demo and tests only)
+WORKSPACE_CONTRACTS = ("AnchorRegistry", "ProvenanceRegistry", "TrainingTask")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,525 @@
+"""EIP-1559 fees: the base-fee rule, a base-fee forecaster, and a send scheduler.
+
+1. :func:`next_base_fee` is the base-fee rule exactly as EIP-1559 ("Fee market change for ETH
+   1.0 chain", Buterin et al., 2019) specifies it: integer arithmetic, elasticity multiplier 2,
+   base fee max change denominator 8, an increase of at least 1 wei, and ``INITIAL_BASE_FEE`` on
+   the fork block. Tests check it against anvil's own ``baseFeePerGas``.
+2. :class:`BaseFeeForecaster` forecasts the base fee ``k`` blocks ahead as quantiles. It models
+   the gas-used ratio ``u`` (gas used / gas limit) as a seasonal profile (mean ratio per bin
+   of the time of day) plus a residual ``y`` that keeps part of the recent trend (AR(1),
+   ``phi``) and falls when the base fee is above its usual level for that time of day (demand
+   answers the price, ``kappa``): ``y[t] = phi * y[t-1] - kappa * (log b[t] - level(t)) + e``,
+   fitted by least squares, with innovations ``e`` bootstrapped from the fit. It simulates
+   paths of ``u``, pushes each through the rule, and clips the quantiles across paths to the
+   rule's hard bounds (the base fee moves by at most 1/8 per block). The simulation uses the
+   rule in real numbers (``b * (1 + (2u - 1) / 8)``), which differs from the integer rule by
+   at most 1 wei a block.
+3. :class:`FeeScheduler` decides, block by block, whether one of ailedger's own transactions
+   (an anchor, a registration, an attestation) should be sent now or wait, under a latency
+   bound in blocks, and which ``maxFeePerGas`` and ``maxPriorityFeePerGas`` to set. It is an
+   optimal-stopping rule on the forecast: send once the next block's base fee is at or below
+   the ``patience`` quantile of every block still in the window (waiting is unlikely to pay),
+   or once only ``headroom`` blocks are left. The tip is the cheapest tip recent blocks
+   included (their lowest reward percentile), raised as the deadline nears; the fee cap covers
+   ``headroom`` blocks of maximal base-fee rise (``(9/8)**headroom``), so a transaction sent on
+   time is still includable when the base fee climbs.
+
+The baseline the scheduler is measured against is web3.py 8's default fee policy for a
+transaction sent at once: ``maxPriorityFeePerGas`` from the node (``eth_maxPriorityFeePerGas``)
+and ``maxFeePerGas = 2 * latest base fee + maxPriorityFeePerGas``
+(``web3._utils.transactions.TRANSACTION_DEFAULTS``), which is what ``Ledger.send`` does too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ailedger._input import parse_json
+from ailedger.errors import InputError, NotFittedError
+from ailedger.ledger.chaindata import BlockRecord, FeeHistory
+from ailedger.ledger.eip1559 import (
+    BASE_FEE_MAX_CHANGE_DENOMINATOR,
+    ELASTICITY_MULTIPLIER,
+    INITIAL_BASE_FEE,
+    next_base_fee,
+)
+
+__all__ = [
+    "BASE_FEE_MAX_CHANGE_DENOMINATOR",
+    "ELASTICITY_MULTIPLIER",
+    "INITIAL_BASE_FEE",
+    "BaseFeeForecaster",
+    "FeeForecast",
+    "FeeScheduler",
+    "SendDecision",
+    "base_fee_bounds",
+    "evolve_base_fees",
+    "fee_history_from_blocks",
+    "fee_history_from_json",
+    "fee_history_to_json",
+    "next_base_fee",
+]
+
+_MAX_WEI = 2**256 - 1
+_MAX_HISTORY = 1_000_000
+"""Blocks; the most a forecaster or a fee-history file takes."""
+
+
+# -- 1. the rule -----------------------------------------------------------------------------
+
+
+def evolve_base_fees(initial: int, gas_used: Sequence[int], gas_limit: int) -> list[int]:
+    """Base fees of ``len(gas_used) + 1`` blocks: ``initial``, then each block's child.
+
+    ``gas_used[i]`` is the gas used by the block whose base fee is entry ``i``; every block has
+    ``gas_limit``. This is how a demand trace becomes a base-fee trace with the exact rule.
+    """
+    fees = [initial]
+    for used in gas_used:
+        fees.append(next_base_fee(fees[-1], used, gas_limit))
+    return fees
+
+
+def base_fee_bounds(base_fee: int, blocks: int) -> tuple[int, int]:
+    """The lowest and highest base fee ``blocks`` blocks after one of ``base_fee`` (wei).
+
+    The lowest follows empty blocks, the highest full ones; the rule with a gas limit of 8
+    (gas target 4) gives exactly the -1/8 and +1/8 extremes, floors and the 1-wei minimum.
+    The highest is capped at 2**256 - 1 (a base fee is a 256-bit word).
+    """
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= 100_000:
+        raise InputError(f"blocks must be an integer in [0, 100000], got {blocks!r}")
+    low = high = base_fee
+    for _ in range(blocks):
+        low = next_base_fee(low, 0, 8)
+        high = min(next_base_fee(high, 8, 8), _MAX_WEI)
+    return low, high
+
+
+# -- fee history -----------------------------------------------------------------------------
+
+
+def fee_history_from_blocks(
+    blocks: Sequence[BlockRecord], percentiles: Sequence[float] = ()
+) -> FeeHistory:
+    """What ``eth_feeHistory`` answers for these consecutive blocks, computed from the records.
+
+    Rewards are the tips (effective gas price minus base fee) at each percentile, weighted by
+    gas used as geth weighs them. Raises :class:`InputError` for an empty, gapped or pre-London
+    range.
+    """
+    if not blocks:
+        raise InputError("no blocks given")
+    pct = _check_percentiles(percentiles)
+    for prev, block in itertools.pairwise(blocks):
+        if block.number != prev.number + 1:
+            raise InputError(f"blocks are not consecutive: {prev.number} then {block.number}")
+    base: list[int] = []
+    ratios: list[float] = []
+    rewards: list[tuple[int, ...]] = []
+    for block in blocks:
+        if block.base_fee_per_gas is None:
+            raise InputError(f"block {block.number} has no base fee (before London)")
+        if block.gas_limit <= 0:
+            raise InputError(f"block {block.number} has a gas limit of {block.gas_limit}")
+        base.append(block.base_fee_per_gas)
+        ratios.append(block.gas_used / block.gas_limit)
+        tips = sorted(
+            (max(tx.effective_gas_price - block.base_fee_per_gas, 0), tx.gas_used)
+            for tx in block.transactions
+        )
+        rewards.append(tuple(_weighted_percentile(tips, p, block.gas_used) for p in pct))
+    last = blocks[-1]
+    assert last.base_fee_per_gas is not None
+    base.append(next_base_fee(last.base_fee_per_gas, last.gas_used, last.gas_limit))
+    return FeeHistory(
+        oldest=blocks[0].number,
+        base_fee_per_gas=tuple(base),
+        gas_used_ratio=tuple(ratios),
+        percentiles=pct,
+        reward=tuple(rewards),
+    )
+
+
+def _weighted_percentile(tips: list[tuple[int, int]], percentile: float, gas_used: int) -> int:
+    if not tips:
+        return 0
+    threshold = gas_used * percentile / 100
+    total = 0
+    for tip, used in tips:
+        total += used
+        if total >= threshold:
+            return tip
+    return tips[-1][0]
+
+
+def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(float(p) for p in percentiles)
+    if len(out) > 100:
+        raise InputError(f"at most 100 percentiles, got {len(out)}")
+    for p in out:
+        if not 0.0 <= p <= 100.0:
+            raise InputError(f"percentiles must lie in [0, 100], got {p}")
+    if list(out) != sorted(out):
+        raise InputError("percentiles must be in ascending order")
+    return out
+
+
+def fee_history_to_json(history: FeeHistory) -> dict[str, Any]:
+    """``history`` as ``eth_feeHistory`` returns it (hex quantities), plus ``rewardPercentiles``."""
+    return {
+        "oldestBlock": hex(history.oldest),
+        "baseFeePerGas": [hex(b) for b in history.base_fee_per_gas],
+        "gasUsedRatio": list(history.gas_used_ratio),
+        "reward": [[hex(r) for r in row] for row in history.reward],
+        "rewardPercentiles": list(history.percentiles),
+    }
+
+
+def fee_history_from_json(
+    data: bytes | str | Mapping[str, Any], *, what: str = "fee history"
+) -> FeeHistory:
+    """Parse a saved ``eth_feeHistory`` result (a JSON document or its parsed mapping).
+
+    The document is what a node returns (``oldestBlock``, ``baseFeePerGas``, ``gasUsedRatio``,
+    optional ``reward``), optionally with the ``rewardPercentiles`` that were asked for, or
+    wrapped in a JSON-RPC reply (``{"result": {...}}``). Raises :class:`InputError` naming what
+    is wrong.
+    """
+    doc = (
+        parse_json(data, what=what, max_bytes=256 * 2**20)
+        if isinstance(data, bytes | str)
+        else data
+    )
+    if isinstance(doc, Mapping) and "result" in doc and isinstance(doc["result"], Mapping):
+        doc = doc["result"]
+    if not isinstance(doc, Mapping):
+        raise InputError(f"{what}: not a JSON object")
+    oldest = _quantity(doc.get("oldestBlock"), f"{what}: oldestBlock")
+    raw_base = doc.get("baseFeePerGas")
+    raw_ratio = doc.get("gasUsedRatio")
+    if not isinstance(raw_base, list) or not isinstance(raw_ratio, list):
+        raise InputError(f"{what}: baseFeePerGas and gasUsedRatio must be lists")
+    if not 1 <= len(raw_ratio) <= _MAX_HISTORY:
+        raise InputError(f"{what}: gasUsedRatio must hold 1 to {_MAX_HISTORY} blocks")
+    if len(raw_base) != len(raw_ratio) + 1:
+        raise InputError(
+            f"{what}: baseFeePerGas must hold one more entry than gasUsedRatio "
+            f"({len(raw_base)} vs {len(raw_ratio)})"
+        )
+    base = tuple(_quantity(b, f"{what}: baseFeePerGas[{i}]") for i, b in enumerate(raw_base))
+    ratios: list[float] = []
+    for i, r in enumerate(raw_ratio):
+        if isinstance(r, bool) or not isinstance(r, int | float) or not 0.0 <= float(r) <= 1.0:
+            raise InputError(f"{what}: gasUsedRatio[{i}] must be a number in [0, 1], got {r!r}")
+        ratios.append(float(r))
+    pct = _check_percentiles(
+        _float_list(doc.get("rewardPercentiles", []), f"{what}: rewardPercentiles")
+    )
+    raw_reward = doc.get("reward", [])
+    if raw_reward is None:
+        raw_reward = []
+    if not isinstance(raw_reward, list):
+        raise InputError(f"{what}: reward must be a list")
+    reward: list[tuple[int, ...]] = []
+    if raw_reward:
+        if len(raw_reward) != len(ratios):
+            raise InputError(f"{what}: reward must hold one row per block")
+        width = len(raw_reward[0]) if isinstance(raw_reward[0], list) else -1
+        if pct and width != len(pct):
+            raise InputError(f"{what}: reward rows must hold one entry per percentile")
+        for i, row in enumerate(raw_reward):
+            if not isinstance(row, list) or len(row) != width:
+                raise InputError(f"{what}: reward[{i}] must be a list of {width} quantities")
+            reward.append(tuple(_quantity(v, f"{what}: reward[{i}]") for v in row))
+        if not pct:
+            pct = tuple(float(i) for i in range(width))
+    return FeeHistory(
+        oldest=oldest,
+        base_fee_per_gas=base,
+        gas_used_ratio=tuple(ratios),
+        percentiles=pct if reward else (),
+        reward=tuple(reward),
+    )
+
+
+def _quantity(value: Any, what: str) -> int:
+    if isinstance(value, str) and value.startswith(("0x", "0X")) and 2 < len(value) <= 66:
+        try:
+            return int(value, 16)
+        except ValueError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_WEI:
+        return value
+    raise InputError(f"{what} must be a hex quantity, got {str(value)[:40]!r}")
+
+
+def _float_list(value: Any, what: str) -> list[float]:
+    if not isinstance(value, list):
+        raise InputError(f"{what} must be a list of numbers")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise InputError(f"{what} must be a list of numbers")
+        out.append(float(v))
+    return out
+
+
+# -- 2. the forecaster -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FeeForecast:
+    """Base-fee quantiles for the blocks after the last one observed.
+
+    ``quantiles[h, j]`` is the ``levels[j]`` quantile (wei) of the base fee of block
+    ``first + h``; ``lower[h]`` and ``upper[h]`` are the rule's hard bounds for that block.
+    """
+
+    first: int
+    levels: tuple[float, ...]
+    quantiles: npt.NDArray[np.float64]
+    lower: tuple[int, ...]
+    upper: tuple[int, ...]
+
+    def quantile(self, level: float) -> npt.NDArray[np.float64]:
+        """The ``level`` quantile for each block ahead (one of ``levels``), shape ``(ahead,)``."""
+        if level not in self.levels:
+            raise InputError(f"level {level} was not forecast (levels: {self.levels})")
+        return self.quantiles[:, self.levels.index(level)]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """One object per block ahead: block number, bounds and quantiles (wei, as strings)."""
+        return [
+            {
+                "block": self.first + h,
+                "lower": str(self.lower[h]),
+                "upper": str(self.upper[h]),
+                "quantiles": {
+                    f"{lv:g}": str(round(float(q))) for lv, q in zip(self.levels, row, strict=True)
+                },
+            }
+            for h, row in enumerate(self.quantiles)
+        ]
+
+
+class BaseFeeForecaster:
+    """Forecast the EIP-1559 base fee ``k`` blocks ahead (see the module docstring).
+
+    ``period`` is the seasonal period in seconds (a day) and ``bins`` how many parts it is cut
+    into; ``block_time`` (seconds) places blocks in the day when only block numbers are known
+    (fee history). The profile is used only once the history covers a whole period; before
+    that the mean ratio stands in. Learned attributes end in ``_``.
+    """
+
+    def __init__(
+        self,
+        *,
+        period: float = 86_400.0,
+        bins: int = 24,
+        block_time: float = 12.0,
+        paths: int = 400,
+        seed: int = 0,
+    ) -> None:
+        if not period > 0 or not block_time > 0 or not math.isfinite(period + block_time):
+            raise InputError("period and block_time must be positive seconds")
+        if not 1 <= bins <= 10_000 or not 10 <= paths <= 100_000:
+            raise InputError("bins must lie in [1, 10000] and paths in [10, 100000]")
+        self.period = period
+        self.bins = bins
+        self.block_time = block_time
+        self.paths = paths
+        self.seed = seed
+
+    def fit(
+        self,
+        history: FeeHistory | Sequence[BlockRecord],
+        *,
+        timestamps: Sequence[float] | None = None,
+    ) -> BaseFeeForecaster:
+        """Learn the gas-used profile and trend from a fee history or consecutive blocks.
+
+        ``timestamps`` (seconds, one per block) place the blocks of a fee history in the day;
+        block records carry their own. Returns ``self``.
+        """
+        if isinstance(history, FeeHistory):
+            fh = history
+            if timestamps is None:
+                times = np.arange(fh.oldest, fh.newest + 1, dtype=np.float64) * self.block_time
+            else:
+                times = np.asarray(timestamps, dtype=np.float64)
+        else:
+            if not history:
+                raise InputError("no blocks to learn from")
+            fh = fee_history_from_blocks(history)
+            times = np.asarray([b.timestamp for b in history], dtype=np.float64)
+        ratios = np.asarray(fh.gas_used_ratio, dtype=np.float64)
+        fees = np.asarray([float(max(b, 1)) for b in fh.base_fee_per_gas], dtype=np.float64)
+        if len(ratios) < 3:
+            raise InputError("at least 3 blocks are needed to learn from")
+        if len(times) != len(ratios) or not np.all(np.isfinite(times)):
+            raise InputError("timestamps must be finite, one per block")
+        self.t_last_ = float(times[-1])
+        step = float(np.median(np.diff(times)))
+        self.step_ = step if step > 0 else self.block_time
+        which = self._bin(times)
+        covered = float(times[-1] - times[0]) >= self.period
+        log_fees = np.log(fees[:-1])
+        self.profile_ = np.full(self.bins, float(ratios.mean()))
+        self.level_ = np.full(self.bins, float(log_fees.mean()))
+        if covered:
+            for b in range(self.bins):
+                sel = which == b
+                if np.any(sel):
+                    self.profile_[b] = float(ratios[sel].mean())
+                    self.level_[b] = float(log_fees[sel].mean())
+        y = ratios - self.profile_[which]
+        dev = log_fees - self.level_[which]
+        # y[t] = phi * y[t-1] - kappa * dev[t] + e[t], by least squares
+        design = np.column_stack([y[:-1], -dev[1:]])
+        coef, *_ = np.linalg.lstsq(design, y[1:], rcond=None)
+        self.phi_ = float(min(max(coef[0], 0.0), 0.99))
+        self.kappa_ = float(min(max(coef[1], 0.0), 1.0))
+        innov = y[1:] - self.phi_ * y[:-1] + self.kappa_ * dev[1:]
+        self.innovations_ = innov - innov.mean()
+        self.last_residual_ = float(y[-1])
+        self.next_block_ = fh.newest + 1
+        self.next_base_fee_ = int(fh.base_fee_per_gas[-1])
+        return self
+
+    def _bin(self, times: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        phase = np.mod(times, self.period) / self.period
+        return np.minimum((phase * self.bins).astype(np.int64), self.bins - 1)
+
+    def forecast(self, ahead: int, *, levels: Sequence[float] = (0.05, 0.5, 0.95)) -> FeeForecast:
+        """Quantiles of the base fee of the next ``ahead`` blocks (the first is already known
+        exactly from the last block, so its quantiles all equal it)."""
+        if not hasattr(self, "profile_"):
+            raise NotFittedError("BaseFeeForecaster is not fitted: call fit() first")
+        if isinstance(ahead, bool) or not isinstance(ahead, int) or not 1 <= ahead <= 10_000:
+            raise InputError(f"ahead must be an integer in [1, 10000], got {ahead!r}")
+        lv = tuple(float(v) for v in levels)
+        if not lv or any(not 0.0 <= v <= 1.0 for v in lv):
+            raise InputError("levels must be probabilities in [0, 1]")
+        if ahead * self.paths > 20_000_000:
+            raise InputError(
+                f"ahead x paths must stay under 2e7 (memory), got {ahead * self.paths}"
+            )
+        rng = np.random.default_rng(self.seed)
+        fees = np.full(self.paths, float(self.next_base_fee_))
+        paths = np.empty((ahead, self.paths))
+        paths[0] = fees
+        resid = np.full(self.paths, self.last_residual_)
+        # block (next + h - 1)'s ratio sets the base fee of block (next + h)
+        bins = self._bin(self.t_last_ + np.arange(1, ahead, dtype=np.float64) * self.step_)
+        shocks = self.innovations_[rng.integers(len(self.innovations_), size=(ahead, self.paths))]
+        for h in range(1, ahead):
+            b = bins[h - 1]
+            dev = np.log(np.maximum(fees, 1.0)) - self.level_[b]
+            resid = self.phi_ * resid - self.kappa_ * dev + shocks[h]
+            u = np.clip(self.profile_[b] + resid, 0.0, 1.0)
+            fees = fees * (1.0 + (2.0 * u - 1.0) / BASE_FEE_MAX_CHANGE_DENOMINATOR)
+            paths[h] = fees
+        out = np.quantile(paths, lv, axis=1).T
+        lower, upper = [], []
+        low = high = self.next_base_fee_
+        for h in range(ahead):
+            if h:
+                low = next_base_fee(low, 0, 8)
+                high = min(next_base_fee(high, 8, 8), _MAX_WEI)
+            lower.append(low)
+            upper.append(high)
+        out = np.clip(
+            out,
+            np.asarray(lower, dtype=np.float64)[:, None],
+            np.asarray(upper, dtype=np.float64)[:, None],
+        )
+        return FeeForecast(
+            first=self.next_block_, levels=lv, quantiles=out, lower=tuple(lower), upper=tuple(upper)
+        )
+
+
+# -- 3. the scheduler ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendDecision:
+    """Whether to send now and with which fees (wei per gas); ``reason`` says why."""
+
+    send: bool
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    reason: str
+
+
+class FeeScheduler:
+    """When to send a transaction that may wait up to ``within`` blocks, and at which fees.
+
+    ``patience`` is the forecast quantile the next base fee must not exceed at any block left
+    in the window for the scheduler to send before the deadline (lower waits more
+    selectively); ``headroom`` blocks before the deadline it sends regardless, with a fee cap
+    that survives ``headroom`` blocks of maximal base-fee rise. ``tip_floor`` (wei) is the
+    smallest tip it offers.
+    """
+
+    def __init__(
+        self, *, within: int, patience: float = 0.5, headroom: int = 3, tip_floor: int = 1
+    ) -> None:
+        if isinstance(within, bool) or not isinstance(within, int) or not 1 <= within <= 100_000:
+            raise InputError(
+                f"within must be an integer number of blocks in [1, 100000], got {within!r}"
+            )
+        if not 0.0 < patience <= 1.0:
+            raise InputError(f"patience must lie in (0, 1], got {patience}")
+        if not 0 <= headroom <= 64 or not 0 <= tip_floor <= _MAX_WEI:
+            raise InputError("headroom must lie in [0, 64] blocks and tip_floor be non-negative")
+        self.within = within
+        self.patience = patience
+        self.headroom = min(headroom, within - 1)
+        self.tip_floor = tip_floor
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """The forecast levels :meth:`decide` reads (pass them to ``forecast``)."""
+        return (self.patience,)
+
+    def tip(self, history: FeeHistory, *, waited: int = 0, recent: int = 20) -> int:
+        """The tip to offer (wei): the median over the last ``recent`` blocks of the lowest
+        reward percentile in ``history``, stepped up by 1/8 for each block of the last
+        ``headroom`` (a replacement needs a higher tip anyway)."""
+        rows = [row[0] for row in history.reward[-recent:] if row]
+        base = int(np.median(rows)) if rows else self.tip_floor
+        urgent = max(0, waited - (self.within - 1 - self.headroom))
+        tip = max(base, self.tip_floor)
+        for _ in range(urgent):
+            tip += max(tip // 8, 1)
+        return tip
+
+    def decide(
+        self, *, next_base_fee: int, waited: int, forecast: FeeForecast | None, tip: int
+    ) -> SendDecision:
+        """Decide for a transaction that has waited ``waited`` blocks (0 on arrival).
+
+        ``next_base_fee`` is the base fee of the next block (known exactly from the latest
+        block), ``forecast`` the forecaster's quantiles from that block on (None sends now),
+        ``tip`` what :meth:`tip` offers.
+        """
+        if waited < 0 or next_base_fee < 0 or tip < 0:
+            raise InputError("waited, next_base_fee and tip must be non-negative")
+        left = self.within - 1 - waited
+        cap = base_fee_bounds(next_base_fee, self.headroom)[1] + tip
+        if left <= self.headroom or forecast is None:
+            return SendDecision(
+                True, cap, tip, "deadline" if forecast is not None else "no forecast"
+            )
+        window = forecast.quantile(self.patience)[1 : left - self.headroom + 1]
+        if len(window) == 0 or next_base_fee <= float(window.min()):
+            return SendDecision(True, cap, tip, "cheapest expected")
+        return SendDecision(False, cap, tip, f"waiting: {float(window.min()):.0f} wei expected")
