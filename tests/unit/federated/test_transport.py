@@ -223,6 +223,8 @@ class HostilePeer:
 
     def __init__(self, behave: Callable[[socket.socket], None]) -> None:
         self.behave = behave
+        # the request line of the connection being served, per serving thread
+        self.request = threading.local()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.stop = threading.Event()
@@ -240,7 +242,7 @@ class HostilePeer:
     def _run(self, conn: socket.socket) -> None:
         with conn:
             try:
-                conn.recv(4096)
+                self.request.data = conn.recv(4096)
                 self.behave(conn)
             except OSError:
                 pass

@@ -134,16 +134,21 @@ def test_redirects_are_not_followed(served: BlobServer) -> None:
 # --------------------------------------------------------------------------- relaying
 
 
-def serves_once(blob: bytes, delay: float) -> Callable[[socket.socket], None]:
-    """An owner that serves ``blob`` to the first party that asks (after ``delay`` seconds)
-    and to nobody else (404)."""
+def serves_once(peer: HostilePeer, blob: bytes, delay: float) -> Callable[[socket.socket], None]:
+    """An owner that serves ``blob`` to the first party that asks for it (after ``delay``
+    seconds) and to nobody else (404); a request for any other blob is a 404 that does not
+    use up the one time."""
     lock = threading.Lock()
     served: list[bool] = []
+    path = b"/" + blob_digest(blob).hex().encode()
 
     def behave(conn: socket.socket) -> None:
+        request_line = peer.request.data.split(b"\r\n", 1)[0]
+        wanted = request_line.split(b" ")[1:2] == [path]
         with lock:
-            first = not served
-            served.append(True)
+            first = wanted and not served
+            if wanted:
+                served.append(True)
         if not first:
             conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             return
@@ -158,7 +163,8 @@ def fetch_side_by_side(
 ) -> tuple[dict[str, bytes | BaseException], BlobServer]:
     """Parties A and B fetch the owner's blob at the same time; the owner serves only A
     (slowly), so B asks A while A is still fetching it."""
-    owner = HostilePeer(serves_once(BLOB, delay=1.0))
+    owner = HostilePeer(reply(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+    owner.behave = serves_once(owner, BLOB, delay=1.0)
     stores = {name: BlobStore(tmp_path / name) for name in "AB"}
     servers = {name: BlobServer(store) for name, store in stores.items()}
     results: dict[str, bytes | BaseException] = {}
@@ -242,7 +248,7 @@ class SelectiveOwner(Party):
     peer: HostilePeer
 
     def publish(self, blob: bytes) -> bytes:
-        self.peer.behave = serves_once(blob, delay=0.0)
+        self.peer.behave = serves_once(self.peer, blob, delay=0.0)
         return self.store.put(blob)
 
 
