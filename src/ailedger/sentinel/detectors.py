@@ -48,6 +48,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFitted
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ailedger._fs import write_atomic
 from ailedger._input import parse_json
 from ailedger.errors import InputError, NotFittedError
 from ailedger.sentinel.features import FEATURE_NAMES, FeatureRow
@@ -460,12 +461,11 @@ def save_model(
         "digest": _digest(payload, key),
         "meta": meta or {},
     }
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "wb") as out:
-        out.write(json.dumps(header, sort_keys=True).encode() + b"\n")
-        out.write(payload)
-    tmp.replace(target)
+    # an unpredictable, exclusive temp name that never follows a planted link; 0600, because
+    # a model file is trusted code once its digest matches
+    write_atomic(
+        Path(path), json.dumps(header, sort_keys=True).encode() + b"\n" + payload, mode=0o600
+    )
 
 
 def load_model(path: str | Path, *, key: bytes | None = None) -> SavedModel:

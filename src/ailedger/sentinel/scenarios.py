@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ailedger._input import parse_json
 from ailedger.errors import InputError, LedgerError
 from ailedger.ledger.traffic import (
     BuildArtifact,
@@ -200,8 +201,8 @@ def read_labels(path: Path) -> list[dict[str, Any]]:
     out = []
     for number, line in enumerate(lines, 1):
         try:
-            record = json.loads(line)
-        except ValueError as exc:
+            record = parse_json(line, what=f"{path} line {number}")
+        except InputError as exc:
             raise InputError(f"{path} line {number}: not JSON") from exc
         if not isinstance(record, dict) or any(k not in record for k in _LABEL_FIELDS):
             raise InputError(f"{path} line {number}: not a label record")
