@@ -232,6 +232,13 @@ def table(cells: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _shown(path: Path) -> str:
+    """A figure's path as recorded in the results: relative to the repository when inside it,
+    so the JSON does not carry this machine's folders."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def plots(cells: list[dict[str, Any]], out_dir: Path) -> list[str]:
     """Heatmaps of the grid and the default rule's gap to attack-free FedAvg, as PNG files."""
     try:
@@ -271,7 +278,7 @@ def plots(cells: list[dict[str, Any]], out_dir: Path) -> list[str]:
     path = out_dir / "federated_error_grid.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    written.append(str(path))
+    written.append(_shown(path))
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / (2 * len(parts))
@@ -297,7 +304,7 @@ def plots(cells: list[dict[str, Any]], out_dir: Path) -> list[str]:
     path = out_dir / "federated_gap.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    written.append(str(path))
+    written.append(_shown(path))
     return written
 
 
@@ -505,7 +512,7 @@ def cross_silo_plot(summary: dict[str, Any], attacks: list[str], out: Path) -> l
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    return [str(out)]
+    return [_shown(out)]
 
 
 def cross_silo_main(args: argparse.Namespace) -> None:

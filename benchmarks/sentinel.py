@@ -7,13 +7,17 @@ from a public chain.
 (a) Throughput and memory. A scenario of ``--throughput-tx`` transactions (default 100,000; the
     generator runs at a few hundred transactions a second here, so that takes minutes) is
     generated; then blocks are read back over JSON-RPC by
-    :class:`~ailedger.ledger.reader.ChainReader`, passed through
-    :class:`~ailedger.sentinel.ingest.Ingestor` and scored by
-    :class:`~ailedger.sentinel.pipeline.Sentinel` with a fitted gradient-boosting model and the
-    rules, block by block: that loop is timed (transactions per second) and the process's
-    resident set size (``VmRSS``) is read after 10,000 transactions and at every checkpoint up
-    to the end, so a flat curve shows memory does not grow with chain length. The model is
-    fitted beforehand on another seed's traffic (not timed).
+    :class:`~ailedger.ledger.reader.ChainReader` and passed through
+    :class:`~ailedger.sentinel.ingest.Ingestor`, twice: once with no scoring (the replay alone,
+    the I/O floor), and once scored by :class:`~ailedger.sentinel.pipeline.Sentinel` with a
+    fitted gradient-boosting model and the rules, ``--batch-blocks`` blocks per model call (the
+    event lists of ``Ingestor.event_batches``; 1 scores block by block), committing the
+    checkpoint after each list. That loop is timed (transactions per second, and wall seconds
+    by stage: waiting for the reader and ingestor, features, rules, model, merging,
+    checkpoint) and the process's resident set size (``VmRSS``) is read after 10,000
+    transactions and at every checkpoint up to the end, so a flat curve shows memory does not
+    grow with chain length. The model is fitted beforehand on another seed's traffic (not
+    timed).
 
 (b) Detection, time split. For each seed of ``--seeds`` a scenario of ``--detect-tx``
     transactions (the generator's parameters are drawn from the seed: accounts, tokens, pools,
@@ -29,7 +33,7 @@ from a public chain.
 Prints a table and writes ``benchmarks/results/sentinel.json`` (and F1 bar charts as PNG).
 
     .venv/bin/python benchmarks/sentinel.py [--seeds 11,12,13] [--detect-tx 20000]
-        [--throughput-tx 100000] [--skip-throughput] [--skip-detection]
+        [--throughput-tx 100000] [--batch-blocks 32] [--skip-throughput] [--skip-detection]
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ def anvil() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+    _ANVIL_PIDS[url] = proc.pid
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -115,6 +120,15 @@ def anvil() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+_ANVIL_PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used (Linux ``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib() -> float:
@@ -154,7 +168,35 @@ def fit_model(url: str, summary: ScenarioSummary, labels: dict[str, str]) -> Sav
     return SavedModel(model, FEATURE_NAMES, {"note": SYNTHETIC})
 
 
-def throughput(transactions: int, seed: int, work: Path) -> dict[str, Any]:
+def replay(
+    url: str, summary: ScenarioSummary, checkpoint: Path, batch_blocks: int
+) -> dict[str, Any]:
+    """The I/O floor: read and ingest the traffic blocks (checkpoint per batch), no scoring."""
+    checkpoint.unlink(missing_ok=True)
+    start, stop = summary.blocks[0], summary.blocks[1] + 1
+    with ChainReader.connect(url, timeout=60.0) as reader:
+        ingest = Ingestor(reader, checkpoint, start=start, stop=stop)
+        count = 0
+        node = cpu_seconds(_ANVIL_PIDS[url])
+        t, cpu = time.perf_counter(), time.process_time()
+        for events in ingest.event_batches(max_blocks=batch_blocks):
+            count += sum(len(e.block.transactions) for e in events if isinstance(e, BlockAdded))
+            ingest.commit()
+        elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+        node = cpu_seconds(_ANVIL_PIDS[url]) - node
+    checkpoint.unlink(missing_ok=True)
+    return {
+        "transactions": count,
+        "seconds": round(elapsed, 2),
+        "cpu_seconds": round(cpu, 2),
+        "node_cpu_seconds": round(node, 2),
+        "tx_per_second": round(count / elapsed, 1),
+        "cpu_bound_tx_per_second": round(count / max(cpu, node, 1e-9), 1),
+        "path": "ChainReader (JSON-RPC, batched) -> Ingestor, checkpoint per batch, no scoring",
+    }
+
+
+def throughput(transactions: int, seed: int, work: Path, batch_blocks: int) -> dict[str, Any]:
     with anvil() as url:
         t0 = time.perf_counter()
         fit_summary = generate(url, seed + 1000, min(10_000, transactions), work / "fit.jsonl")
@@ -162,6 +204,8 @@ def throughput(transactions: int, seed: int, work: Path) -> dict[str, Any]:
         summary = generate(url, seed, transactions, work / "tp.jsonl")
         generated = time.perf_counter() - t0
         print(f"throughput: generated {summary.transactions} txs in {generated:.0f} s", flush=True)
+        floor = replay(url, summary, work / "checkpoint.json", batch_blocks)
+        print(f"throughput: replay alone {floor['tx_per_second']} tx/s", flush=True)
         start, stop = summary.blocks[0], summary.blocks[1] + 1
         with ChainReader.connect(url, timeout=60.0) as reader:
             extractor, rules = primed(reader, summary)
@@ -170,12 +214,22 @@ def throughput(transactions: int, seed: int, work: Path) -> dict[str, Any]:
             marks = sorted({10_000, *range(25_000, transactions + 1, 25_000), transactions})
             curve: list[dict[str, float]] = []
             alerts = 0
+            waited = committing = 0.0
             rss_before = rss_mib()
-            t = time.perf_counter()
-            for event in ingest.events():
-                if isinstance(event, BlockAdded):
-                    _, found = sentinel.add(event.block)
+            batches = ingest.event_batches(max_blocks=batch_blocks)
+            node = cpu_seconds(_ANVIL_PIDS[url])
+            t, cpu = time.perf_counter(), time.process_time()
+            while True:
+                w = time.perf_counter()
+                events = next(batches, None)
+                waited += time.perf_counter() - w
+                if events is None:
+                    break
+                for _, found, _ in sentinel.handle_many(events):
                     alerts += len(found)
+                w = time.perf_counter()
+                ingest.commit()  # as a consumer that has processed the batch would
+                committing += time.perf_counter() - w
                 while marks and sentinel.transactions >= marks[0]:
                     elapsed = time.perf_counter() - t
                     curve.append(
@@ -188,20 +242,39 @@ def throughput(transactions: int, seed: int, work: Path) -> dict[str, Any]:
                         }
                     )
                     marks.pop(0)
-            ingest.commit()
-            elapsed = time.perf_counter() - t
+            elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+            node = cpu_seconds(_ANVIL_PIDS[url]) - node
+    stages = {"read_decode_ingest": waited, **sentinel.seconds, "checkpoint": committing}
+    stages["other"] = elapsed - sum(stages.values())
     return {
         "note": SYNTHETIC,
         "seed": seed,
         "transactions": sentinel.transactions,
         "blocks": sentinel.blocks,
+        "batch_blocks": batch_blocks,
         "seconds": round(elapsed, 2),
+        "cpu_seconds": round(cpu, 2),
+        "node_cpu_seconds": round(node, 2),
+        "cpu_note": "cpu_seconds: this process (all threads); node_cpu_seconds: anvil's, over "
+        "the same loop; on a loaded machine wall seconds exceed them",
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "cpu_bound_tx_per_second": round(sentinel.transactions / max(cpu, node, 1e-9), 1),
+        "cpu_bound_note": "transactions / max(cpu_seconds, node_cpu_seconds): the rate if this "
+        "process and the node each had a core of their own (an estimate, not a measurement)",
         "tx_per_second": round(sentinel.transactions / elapsed, 1),
+        "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
+        "stage_note": "wall seconds of the end-to-end loop by stage: read_decode_ingest is the "
+        "time spent waiting for the next event batch (JSON-RPC, JSON decoding, checking and "
+        "converting, the Ingestor's reorg checks; the next batch is read in a helper thread "
+        "meanwhile); features, rules, model (scores and explanations) and merge are "
+        "Sentinel.seconds; checkpoint is Ingestor.commit",
+        "replay_only": floor,
         "alerts": alerts,
         "rss_mib_before": round(rss_before, 1),
         "curve": curve,
         "generator_seconds": round(generated, 1),
-        "path": "ChainReader (JSON-RPC, batched) -> Ingestor -> Sentinel(rules + boosting)",
+        "path": f"ChainReader (JSON-RPC, batched) -> Ingestor.event_batches -> "
+        f"Sentinel.handle_many (rules + boosting, up to {batch_blocks} blocks per model call)",
     }
 
 
@@ -322,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-tx", type=int, default=100_000)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-detection", action="store_true")
+    parser.add_argument(
+        "--batch-blocks", type=int, default=32, help="blocks per model call (1: block by block)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "sentinel.json")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
@@ -337,20 +413,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.out.exists():  # keep the part not rerun
         old = json.loads(args.out.read_text())
-        for key in ("throughput", "detection"):
-            if key in old:
+        for key in old:  # "throughput", "detection" and earlier comparison runs
+            if key.startswith(("throughput", "detection")):
                 result[key] = old[key]
     with tempfile.TemporaryDirectory(prefix="ailedger-sentinel-bench-") as tmp:
         work = Path(tmp)
         if not args.skip_throughput:
-            tp = throughput(args.throughput_tx, seeds[0], work)
+            tp = throughput(args.throughput_tx, seeds[0], work, args.batch_blocks)
             tp["command"] = result["command"]
             result["throughput"] = tp
             print(
                 f"throughput ({SYNTHETIC}): {tp['tx_per_second']} tx/s over "
-                f"{tp['transactions']} txs, RSS MiB by txs: "
+                f"{tp['transactions']} txs (replay alone: {tp['replay_only']['tx_per_second']} "
+                "tx/s), RSS MiB by txs: "
                 + ", ".join(f"{c['transactions']}: {c['rss_mib']}" for c in tp["curve"])
             )
+            print("  seconds by stage: " + json.dumps(tp["stage_seconds"]))
         if not args.skip_detection:
             runs = []
             for seed in seeds:

@@ -171,6 +171,24 @@ def chain(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
     made.close()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """The DSN (superuser, database ``postgres``) of a throwaway PostgreSQL cluster
+    (:mod:`tests.pg`); skipped only when PostgreSQL is not installed and
+    ``AILEDGER_REQUIRE_POSTGRES`` is unset (CI sets it, so there it fails instead)."""
+    from tests import pg
+
+    if not pg.available():
+        reason = "PostgreSQL is not installed (initdb, pg_ctl): apt-get install postgresql"
+        if os.environ.get("AILEDGER_REQUIRE_POSTGRES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cluster = pg.PostgresCluster()
+    cluster.start()
+    yield cluster.dsn
+    cluster.stop()
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """Environment for CLI subprocesses: a passphrase, and no workspace from outside."""

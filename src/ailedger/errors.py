@@ -7,7 +7,8 @@ enter (``raise NodeUnavailable(...) from exc``)::
     AiledgerError
     ├── InputError                 bad input from the caller (CLI exit code 2)
     ├── WorkspaceError             a workspace is missing, malformed or in use
-    │   └── WorkspaceLocked        another process holds the workspace's chain
+    │   ├── WorkspaceLocked        another process holds the workspace's chain
+    │   └── LogStoreUnavailable    the log's database server cannot be reached (exit code 3)
     ├── KeyError_                  a key cannot be read
     │   └── WrongPassphrase        the passphrase does not open the keystore
     ├── LedgerError                anything about the chain
@@ -39,6 +40,7 @@ __all__ = [
     "InputError",
     "KeyError_",
     "LedgerError",
+    "LogStoreUnavailable",
     "MalformedChainData",
     "NodeUnavailable",
     "NotFittedError",
@@ -77,6 +79,12 @@ class WorkspaceError(AiledgerError):
 
 class WorkspaceLocked(WorkspaceError):
     """Another process holds the workspace's embedded chain."""
+
+    exit_code = 3
+
+
+class LogStoreUnavailable(WorkspaceError):
+    """The database server holding the audit log (PostgreSQL) cannot be reached or failed."""
 
     exit_code = 3
 

@@ -39,6 +39,7 @@ from ailedger.errors import InputError, LedgerError, WorkspaceError
 from ailedger.ledger._settings import LedgerSettings
 
 if TYPE_CHECKING:
+    from ailedger.consortium import Consortium
     from ailedger.ledger import AnchorRegistry, Keystore, Ledger, Signer
 
 __all__ = ["DEFAULT_DIRNAME", "InsecurePermissionsWarning", "Workspace"]
@@ -115,6 +116,7 @@ class Workspace:
         passphrase: Passphrase,
         rpc: str | None = None,
         anchor_registry: str | None = None,
+        consortium: Consortium | None = None,
         unsafe_fast_kdf: bool = False,
     ) -> Workspace:
         """Create (or complete) the workspace at ``path`` and set up its contracts on chain.
@@ -128,13 +130,18 @@ class Workspace:
         any failure removes it, except an account without ether to deploy with: that workspace
         is kept (its account is the one to fund) and the error says so. A chain given by
         ``rpc`` is remembered only once its node has answered.
+
+        With ``consortium`` (joining one, :mod:`ailedger.consortium`), the node and every
+        contract come from it: nothing is deployed; the node must serve its chain id (else
+        :class:`InputError`) and each address hold its contract's code (else
+        :class:`~ailedger.errors.ContractNotFound`), checked before config.toml is written.
         """
         path = Path(os.path.abspath(path))
         try:
             if (path / "config.toml").exists():
                 workspace = cls(path=path, config=_read_config(path / "config.toml"))
                 workspace._secure_modes()
-                workspace._complete(passphrase, rpc, anchor_registry, unsafe_fast_kdf)
+                workspace._complete(passphrase, rpc, anchor_registry, unsafe_fast_kdf, consortium)
                 return workspace
             if path.exists() and (not path.is_dir() or any(path.iterdir())):
                 raise WorkspaceError(
@@ -152,7 +159,7 @@ class Workspace:
         workspace = cls(path=staging, config={})
         try:
             (staging / _STAGING_OWNER).write_text(str(os.getpid()))
-            workspace._complete(passphrase, rpc, anchor_registry, unsafe_fast_kdf)
+            workspace._complete(passphrase, rpc, anchor_registry, unsafe_fast_kdf, consortium)
         except _Unfunded:
             workspace._move_to(path)
             raise
@@ -171,8 +178,11 @@ class Workspace:
         rpc: str | None,
         anchor_registry: str | None,
         unsafe_fast_kdf: bool,
+        consortium: Consortium | None = None,
     ) -> None:
         config = self.config
+        if consortium is not None:
+            rpc = consortium.rpc
         config.setdefault("workspace", {})["format"] = FORMAT
         chain = config.setdefault("chain", {})
         if rpc is not None:
@@ -190,13 +200,30 @@ class Workspace:
         if not self.signing_key_path.exists():
             generate_signing_key(self.signing_key_path, passphrase())
         with self.ledger(passphrase=passphrase) as ledger:
+            if consortium is not None and ledger.chain_id != consortium.chain_id:
+                raise InputError(
+                    f"the consortium {consortium.name!r} is on chain {consortium.chain_id}, "
+                    f"but its node {consortium.rpc} serves chain {ledger.chain_id}"
+                )
             chain["chain_id"] = ledger.chain_id
+            if consortium is not None:  # each contract's code checked before anything is saved
+                from ailedger.ledger.contracts import load_artifact
+
+                for name, address in consortium.contracts.items():
+                    ledger.contract(load_artifact(name), address)
+                config["consortium"] = {"name": consortium.name}
             # Saved once the node answered, before deploying, so a run that cannot deploy yet
             # (no funds) keeps the chosen chain for the next `init`; a bad --rpc is not kept.
             self.save()
             given = {AnchorRegistry.NAME: anchor_registry} if anchor_registry else {}
+            if consortium is not None:
+                given = dict(consortium.contracts)
             self._setup_contracts(ledger, given)
         self._create_log()
+        if consortium is not None:
+            from ailedger.consortium import save_to_workspace
+
+            save_to_workspace(self, consortium)
         self.save()
 
     def _move_to(self, path: Path) -> None:
@@ -366,7 +393,8 @@ class Workspace:
                 if ledger.balance() == 0:
                     raise _Unfunded(
                         f"account {ledger.account} has no ether on chain {ledger.chain_id} to "
-                        "deploy the contracts: fund it, then run `ailedger init` again"
+                        "deploy the contracts: fund it (on a development node such as anvil: "
+                        f"`ailedger chain fund {ledger.account}`), then run `ailedger init` again"
                     )
                 address, _ = ledger.deploy(artifact)
             contracts[name] = address

@@ -176,6 +176,7 @@ def test_watch_audits_each_alert_once_and_resumes_where_it_stopped(traffic: Traf
     )  # fmt: skip
     assert again.stdout == ""
     assert "0 transactions scored" in again.stderr
+    assert f"nothing left to watch: the checkpoint is already past block {until}" in again.stderr
 
 
 def test_bad_ranges_models_and_nodes_get_one_line_and_the_right_exit_code(

@@ -251,6 +251,15 @@ class AuditLog:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def announce_holder(self, *, url: str) -> None:
+        """Write into the lock file that ``ailedger serve`` (this process, at ``url``) holds
+        the log, so other writers fail at once with a message naming it (see :func:`_lock`)."""
+        self._require_writable()
+        assert self._lock_fd is not None
+        data = _holder_description(url)
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, data, 0)
+
     def __enter__(self) -> AuditLog:
         return self
 
@@ -990,17 +999,71 @@ def _check_origin(origin: str) -> None:
 
 
 def _lock(path: Path, timeout: float) -> int:
+    """Take the log's write lock (``flock`` on ``path``), waiting up to ``timeout`` seconds.
+
+    The lock file holds a description of its holder when the holder is ``ailedger serve``
+    (written by :meth:`AuditLog.announce_holder`); a writer that finds the lock held by a live
+    serving process fails at once, saying so, instead of waiting. The description is cleared
+    by whoever takes the lock next, so one left by a process that is gone blocks nobody.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + timeout
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
         except BlockingIOError:
+            holder = _serving_holder(fd)
+            if holder is not None:
+                os.close(fd)
+                raise WorkspaceLocked(holder) from None
             if time.monotonic() >= deadline:
                 os.close(fd)
                 raise WorkspaceLocked(
                     f"the audit log {path.with_suffix('')} is being written by another process"
                 ) from None
             time.sleep(0.02)
+        else:
+            os.ftruncate(fd, 0)  # a description left by an earlier holder is stale now
+            return fd
+
+
+_HOLDER = "ailedger serve"
+_MAX_HOLDER_BYTES = 4096
+
+
+def _holder_description(url: str) -> bytes:
+    """What :meth:`AuditLog.announce_holder` writes into the lock file (one JSON object)."""
+    return json.dumps({"holder": _HOLDER, "pid": os.getpid(), "url": url}).encode()
+
+
+def _serving_holder(fd: int) -> str | None:
+    """The one-line refusal to give when the lock file names a live ``ailedger serve``, else
+    None (no description, a malformed one, or its process is gone)."""
+    try:
+        raw = os.pread(fd, _MAX_HOLDER_BYTES + 1, 0)
+    except OSError:
+        return None
+    if not raw or len(raw) > _MAX_HOLDER_BYTES:
+        return None
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or found.get("holder") != _HOLDER:
+        return None
+    pid, url = found.get("pid"), found.get("url")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return None
+    if not isinstance(url, str) or not url.isprintable() or len(url) > 200:
+        url = "an unknown URL"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass  # PermissionError: it exists, under another user
+    return (
+        f"the workspace is held by `ailedger serve` (pid {pid} at {url}): "
+        "write through its API, or stop it"
+    )

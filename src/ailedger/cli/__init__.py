@@ -25,10 +25,13 @@ from ailedger.cli._common import (
     state,
 )
 from ailedger.cli.chain import chain_app
+from ailedger.cli.consortium import consortium_app
 from ailedger.cli.fees import fees_app
+from ailedger.cli.keys_api import api_app
 from ailedger.cli.log import log_app, verify
 from ailedger.cli.provenance import keys_app, provenance_app, share_app
 from ailedger.cli.sentinel import sentinel_app
+from ailedger.cli.serve import serve
 from ailedger.cli.train import train_app
 from ailedger.cli.train_protocol import create_command, join_command  # noqa: F401 (registers)
 from ailedger.cli.witness import witness_app
@@ -45,12 +48,15 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(chain_app, name="chain")
+app.add_typer(consortium_app, name="consortium")
 app.add_typer(fees_app, name="fees")
 app.add_typer(log_app, name="log")
 app.command()(verify)
 app.add_typer(provenance_app, name="provenance")
 app.add_typer(sentinel_app, name="sentinel")
+app.command()(serve)
 app.add_typer(share_app, name="share")
+keys_app.add_typer(api_app, name="api")
 app.add_typer(keys_app, name="keys")
 app.add_typer(train_app, name="train")
 app.add_typer(witness_app, name="witness")
@@ -83,6 +89,14 @@ def init(
         str | None,
         typer.Option(help="Use this AnchorRegistry (shared with other workspaces) on the chain."),
     ] = None,
+    join: Annotated[
+        Path | None,
+        typer.Option(
+            "--join",
+            help="Join the consortium this file describes: its node and every contract "
+            "(nothing deployed).",
+        ),
+    ] = None,
     unsafe_fast_kdf: Annotated[
         bool,
         typer.Option(help="Protect the keystore with a cheap KDF (tests only: weak).", hidden=True),
@@ -92,6 +106,16 @@ def init(
     """Create a workspace (keys, settings) and set up its contracts on the chain."""
     from ailedger.workspace import Workspace
 
+    consortium = None
+    if join is not None:
+        from ailedger.consortium import read_consortium
+
+        if rpc is not None or anchor_registry is not None:
+            raise InputError(
+                "--join takes the node and contracts from the file: drop --rpc and "
+                "--anchor-registry"
+            )
+        consortium = read_consortium(join)
     path = workspace_path(workspace)
     fresh = not (path / "keys" / "ethereum.json").exists()
     ws = Workspace.init(
@@ -99,6 +123,7 @@ def init(
         passphrase=passphrase_source(confirm=fresh),
         rpc=rpc,
         anchor_registry=anchor_registry,
+        consortium=consortium,
         unsafe_fast_kdf=unsafe_fast_kdf,
     )
     chain = ws.config["chain"]

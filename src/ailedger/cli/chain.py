@@ -132,3 +132,45 @@ def _parse_size(text: str) -> int:
     if not 0 < value <= _MAX_SIZE:
         raise InputError(f"SIZE must be from 1 to 2**64-1, got {value}")
     return value
+
+
+@chain_app.command()
+def fund(
+    address: Annotated[str, typer.Argument(help="The account to fund: 0x and 40 hex digits.")],
+    ether: Annotated[
+        str, typer.Option(help="How much ether to add (e.g. 10 or 0.5).", show_default=True)
+    ] = "100",
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give ADDRESS ether on a development chain (anvil, or the embedded chain).
+
+    anvil: anvil_setBalance; the embedded chain: sent by this workspace's account. Any other
+    node is refused.
+    """
+    from ailedger.consortium import fund as fund_account
+    from ailedger.consortium import parse_ether
+    from ailedger.ledger import Ledger, parse_address
+    from ailedger.workspace import Workspace
+
+    target = parse_address(address, "ADDRESS")
+    wei = parse_ether(ether)
+    path = workspace_path(workspace)
+    if rpc is not None and workspace is None and not (path / "config.toml").exists():
+        ledger = Ledger.connect(rpc)
+    else:
+        ws = Workspace.open(path)
+        embedded = rpc is None and ws.config.get("chain", {}).get("backend") != "rpc"
+        # only the embedded chain needs the workspace's account (the sender) unlocked
+        ledger = ws.ledger(rpc=rpc, passphrase=passphrase_source() if embedded else None)
+    with ledger:
+        balance = fund_account(ledger, target, wei)
+        doc = {
+            "address": target,
+            "added_wei": str(wei),
+            "balance_wei": str(balance),
+            "chain_id": ledger.chain_id,
+            "backend": ledger.backend,
+        }
+    emit(as_json, doc, f"funded {target}: balance {balance / 10**18:.6f} ETH")

@@ -399,6 +399,7 @@ def verify(
             assert rpc is not None
             ledger = Ledger.connect(rpc)
         with ledger:
+            _reach(ledger, binding)
             where = _anchoring(ledger, ws, verifier.name, binding, pinned, registry)
             anchors = chain_anchors(
                 AnchorRegistry(ledger=ledger, address=where["registry"]),
@@ -487,6 +488,22 @@ def verify(
             "(give --witness KEY or --rpc URL)"
         )
     emit(as_json, doc, text)
+
+
+def _reach(ledger: Any, binding: Any) -> None:
+    """Ask the node for its chain id; if it cannot be reached, say which chain the export's
+    anchors are on (one line, NodeUnavailable: exit 3)."""
+    from ailedger.errors import NodeUnavailable
+
+    try:
+        ledger.chain_id  # noqa: B018 - the first request to the node
+    except NodeUnavailable as exc:
+        if binding is None or not binding.chains:
+            raise
+        chains = ", ".join(f"chain {c.chain_id} (registry {c.registry})" for c in binding.chains)
+        raise NodeUnavailable(
+            f"the export's anchors are on {chains}, which cannot be checked: {exc}"
+        ) from exc
 
 
 def _anchoring(

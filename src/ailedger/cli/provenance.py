@@ -219,8 +219,23 @@ def _verify_bundled(
             trusted_keys=keys,
             bundle=evidence,
             registrant=owner,
+            registry=_consortium_registry(ws, ledger.chain_id),
             expected=expected,
         )
+
+
+def _consortium_registry(ws: Workspace | None, chain_id: int) -> str | None:
+    """The ProvenanceRegistry a workspace that created or joined a consortium trusts on
+    ``chain_id`` (a bundle naming another registry is then refused); None otherwise, when any
+    registry holding ProvenanceRegistry's code is accepted."""
+    from ailedger.consortium import WORKSPACE_FILE, workspace_consortium
+
+    if ws is None or not (ws.path / WORKSPACE_FILE).is_file():
+        return None
+    consortium = workspace_consortium(ws)
+    if consortium.chain_id != chain_id:
+        return None
+    return consortium.contracts.get("ProvenanceRegistry")
 
 
 @provenance_app.command(name="lineage")

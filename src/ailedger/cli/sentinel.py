@@ -129,6 +129,19 @@ def _blocks(reader: ChainReader, start: int, stop: int, what: str) -> Iterator[B
         yield block
 
 
+def _block_batches(
+    reader: ChainReader, start: int, stop: int, what: str
+) -> Iterator[list[BlockRecord]]:
+    """The blocks in the lists the reader fetched together (scored with one model call each)."""
+    progress = _Progress(what, stop - start)
+    done = count = 0
+    for batch in reader.block_batches(start, stop):
+        done += len(batch)
+        count += sum(len(block.transactions) for block in batch)
+        progress(done, count)
+        yield batch
+
+
 def _load(ws: Workspace, model: Path | None) -> SavedModel:
     from ailedger.sentinel.detectors import load_model
 
@@ -209,8 +222,8 @@ def scan(
     flagged = 0
     with _reader(ws, rpc) as reader:
         first, stop = _range(reader, start, end)
-        for block in _blocks(reader, first, stop, "scan"):
-            scores, _ = sentinel.add(block)
+        for batch in _block_batches(reader, first, stop, "scan"):
+            scores = [score for found, _ in sentinel.add_many(batch) for score in found]
             for score in scores:
                 flagged += score.flagged
                 if as_json:
@@ -327,26 +340,35 @@ def watch(
                 reorg_depth=reorg_depth,
                 poll_interval=poll,
             )
-            err_console.print(
-                f"watching from block {ingestor.state().next} "
-                f"({'until ' + str(until) if until is not None else 'Ctrl-C to stop'})"
-            )
-            for event in ingestor.events(follow=True, stop_event=stop_event):
-                _, new, gone = sentinel.handle(event)
-                for alert in gone:
-                    retracted += 1
-                    if audit is not None:
-                        audit.retract(alert, reason="its block left the canonical chain")
-                    out("retracted", alert.to_json())
-                for alert in new:
-                    alerts += 1
-                    if audit is not None:
-                        audit(alert)
-                    if dispatcher is not None:
-                        dispatcher.submit(alert)
-                    for name, error in run_hooks(hooks, alert):
-                        err_console.print(f"hook {name} failed: {error}")
-                    out("alert", alert.to_json())
+            resume = ingestor.state().next
+            if until is not None and resume > until:
+                err_console.print(
+                    f"nothing left to watch: the checkpoint is already past block {until} "
+                    f"(next block {resume})"
+                )
+            else:
+                err_console.print(
+                    f"watching from block {resume} "
+                    f"({'until ' + str(until) if until is not None else 'Ctrl-C to stop'})"
+                )
+            for events in ingestor.event_batches(follow=True, stop_event=stop_event):
+                # in event order: a block scored and then retracted within one list is audited
+                # before its retraction
+                for _, new, gone in sentinel.handle_many(events):
+                    for alert in gone:
+                        retracted += 1
+                        if audit is not None:
+                            audit.retract(alert, reason="its block left the canonical chain")
+                        out("retracted", alert.to_json())
+                    for alert in new:
+                        alerts += 1
+                        if audit is not None:
+                            audit(alert)
+                        if dispatcher is not None:
+                            dispatcher.submit(alert)
+                        for name, error in run_hooks(hooks, alert):
+                            err_console.print(f"hook {name} failed: {error}")
+                        out("alert", alert.to_json())
                 ingestor.commit()
                 state = ingestor.state()
                 err_console.print(

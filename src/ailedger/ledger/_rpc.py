@@ -202,8 +202,11 @@ def check_reply(method: str, request_id: int, raw: bytes, *, max_bytes: int) -> 
     return response
 
 
-#: methods whose JSON-RPC error is an answer ailedger handles (a revert, a refused transaction)
-_ERRORS_ANSWER = frozenset({"eth_sendRawTransaction", "eth_estimateGas", "eth_call"})
+#: methods whose JSON-RPC error is an answer ailedger handles (a refused transaction, a gas
+#: estimate that fails); an ``eth_call`` error is one only when it is a revert
+_ERRORS_ANSWER = frozenset({"eth_sendRawTransaction", "eth_estimateGas"})
+#: EIP-1474's code for a reverted execution (geth, anvil, erigon send it with the revert data)
+_REVERT_CODE = 3
 #: EIP-1474 "limit exceeded" and "resource unavailable": worth retrying
 _TRANSIENT_ERROR_CODES = frozenset({-32005, -32002})
 
@@ -211,11 +214,13 @@ _TRANSIENT_ERROR_CODES = frozenset({-32005, -32002})
 def _error_is_an_answer(method: str, error: dict[str, Any]) -> bool:
     """Whether a JSON-RPC error to ``method`` is an answer rather than a node failure.
 
-    A transaction the node refuses and a call or gas estimate that fails (a revert) are
-    answers, which :class:`~ailedger.ledger.Ledger` reports as such; an error to any read
-    (chain id, code, logs, blocks, receipts, nonce, fees) means the node could not or would
-    not serve it.
+    A transaction the node refuses, a gas estimate that fails and a call that reverts are
+    answers, which :class:`~ailedger.ledger.Ledger` reports as such. Any other error, to a call
+    (an internal error, a missing state or header) or to any read (chain id, code, logs,
+    blocks, receipts, nonce, fees), means the node could not or would not serve it.
     """
+    if method == "eth_call":
+        return error["code"] == _REVERT_CODE or "revert" in error["message"].lower()
     return method in _ERRORS_ANSWER
 
 

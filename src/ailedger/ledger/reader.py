@@ -46,7 +46,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
@@ -448,13 +448,34 @@ class ChainReader:
         _check_number(stop, "stop block")
         if stop <= start:
             raise InputError(f"empty or inverted block range [{start}, {stop})")
-        return self._blocks(start, stop)
+        return self._flat(start, stop)
 
-    def _blocks(self, start: int, stop: int) -> Iterator[BlockRecord]:
+    def _flat(self, start: int, stop: int) -> Iterator[BlockRecord]:
+        batches = self._batches(start, stop)
+        try:
+            for batch in batches:
+                yield from batch
+        finally:
+            batches.close()  # closing this generator stops the read-ahead at once
+
+    def block_batches(self, start: int, stop: int) -> Iterator[list[BlockRecord]]:
+        """The blocks of :meth:`blocks`, as the lists read together (at most ``batch_size``).
+
+        Every block of a list is in memory when the list is handed out, so a consumer that
+        processes a list at once (scoring its transactions in one model call) adds no waiting
+        for the node; the next list may have to wait for it.
+        """
+        _check_number(start, "start block")
+        _check_number(stop, "stop block")
+        if stop <= start:
+            raise InputError(f"empty or inverted block range [{start}, {stop})")
+        return self._batches(start, stop)
+
+    def _batches(self, start: int, stop: int) -> Generator[list[BlockRecord], None, None]:
         ranges = [(a, min(a + self.batch_size, stop)) for a in range(start, stop, self.batch_size)]
         if not self._remote or len(ranges) == 1:
             for first, last in ranges:
-                yield from self._read_batch(first, last, None)
+                yield self._read_batch(first, last, None)
             return
         # Over HTTP the next batch is fetched while this one is checked and handed out, so the
         # node's work and ours overlap; at most two batches are held at once.
@@ -465,7 +486,7 @@ class ChainReader:
                 if i + 1 < len(ranges):
                     current.exception()  # wait: the first fetch settles which receipts to use
                     ahead = pool.submit(self._fetch, *ranges[i + 1])
-                yield from self._read_batch(first, last, current)
+                yield self._read_batch(first, last, current)
 
     def fee_history(
         self, block_count: int, newest: int | None = None, percentiles: Sequence[float] = ()
@@ -600,9 +621,13 @@ class ChainReader:
 
     def _block_record(self, number: int, raw: dict[str, Any], receipts: list[Any]) -> BlockRecord:
         where = f"block {number}"
-        if _quantity(raw.get("number"), "number", where) != number:
+        raw_number, raw_hash = raw.get("number"), raw.get("hash")
+        if _quantity(raw_number, "number", where) != number:
             raise self._malformed(f"asked for block {number}, the node sent another")
-        block_hash = _hash(raw.get("hash"), "hash", where)
+        block_hash = _hash(raw_hash, "hash", where)
+        # the block's own number and hash, checked above: a transaction, receipt or log that
+        # repeats the same text needs no second check (the fast path of the link checks)
+        same = (raw_number, raw_hash)
         base_fee = raw.get("baseFeePerGas")
         txs_raw: list[Any] = raw["transactions"]
         if len(receipts) != len(txs_raw):
@@ -615,7 +640,7 @@ class ChainReader:
             by_hash[tx_hash] = receipt
         base = None if base_fee is None else _quantity(base_fee, "baseFeePerGas", where)
         txs = tuple(
-            self._tx_record(number, block_hash, index, tx, by_hash, base)
+            self._tx_record(number, block_hash, index, tx, by_hash, base, same)
             for index, tx in enumerate(txs_raw)
         )
         return BlockRecord(
@@ -638,27 +663,37 @@ class ChainReader:
         tx: Any,
         receipts: dict[bytes, Any],
         base_fee: int | None,
+        same: tuple[Any, Any],
     ) -> TxRecord:
         where = f"transaction {index} of block {number}"
         if not isinstance(tx, dict):
             raise self._malformed(f"{where} is not an object")
-        tx_hash = _hash(tx.get("hash"), "hash", where)
+        raw_tx_hash = tx.get("hash")
+        tx_hash = _hash(raw_tx_hash, "hash", where)
         where = f"transaction {'0x' + tx_hash.hex()}"
-        if _quantity(tx.get("blockNumber"), "blockNumber", where) != number:
+        raw_number, raw_hash = same
+        raw_index = hex(index)
+        value = tx.get("blockNumber")
+        if value != raw_number and _quantity(value, "blockNumber", where) != number:
             raise self._malformed(f"{where} names another block than {number}")
-        if _hash(tx.get("blockHash"), "blockHash", where) != block_hash:
+        value = tx.get("blockHash")
+        if value != raw_hash and _hash(value, "blockHash", where) != block_hash:
             raise _Moved(f"{where} names another block hash")
-        if _quantity(tx.get("transactionIndex"), "transactionIndex", where) != index:
+        value = tx.get("transactionIndex")
+        if value != raw_index and _quantity(value, "transactionIndex", where) != index:
             raise self._malformed(f"{where} is not at the position it names in block {number}")
         receipt = receipts.get(tx_hash)
         if receipt is None:
             raise _Moved(f"no receipt matches {where}")
         rwhere = f"the receipt of {where}"
-        if _hash(receipt.get("blockHash"), "blockHash", rwhere) != block_hash:
+        value = receipt.get("blockHash")
+        if value != raw_hash and _hash(value, "blockHash", rwhere) != block_hash:
             raise _Moved(f"{rwhere} names another block")
-        if _quantity(receipt.get("blockNumber"), "blockNumber", rwhere) != number:
+        value = receipt.get("blockNumber")
+        if value != raw_number and _quantity(value, "blockNumber", rwhere) != number:
             raise self._malformed(f"{rwhere} names another block number")
-        if _quantity(receipt.get("transactionIndex"), "transactionIndex", rwhere) != index:
+        value = receipt.get("transactionIndex")
+        if value != raw_index and _quantity(value, "transactionIndex", rwhere) != index:
             raise self._malformed(f"{rwhere} names another position")
         tx_type = 0 if tx.get("type") is None else _quantity(tx["type"], "type", where)
         to_raw = tx.get("to")
@@ -696,16 +731,20 @@ class ChainReader:
                 if contract_raw is None
                 else self._address(contract_raw, "contractAddress", rwhere)
             ),
-            logs=tuple(self._log_record(log, tx_hash, rwhere) for log in logs_raw),
+            logs=tuple(self._log_record(log, tx_hash, raw_tx_hash, rwhere) for log in logs_raw),
         )
 
-    def _log_record(self, log: Any, tx_hash: bytes, where: str) -> LogRecord:
+    def _log_record(self, log: Any, tx_hash: bytes, raw_tx_hash: object, where: str) -> LogRecord:
         if not isinstance(log, dict):
             raise self._malformed(f"a log in {where} is not an object")
         if log.get("removed") is True:
             raise _Moved(f"a log in {where} was removed")
         named = log.get("transactionHash")
-        if named is not None and _hash(named, "transactionHash", f"a log in {where}") != tx_hash:
+        if (
+            named is not None
+            and named != raw_tx_hash
+            and _hash(named, "transactionHash", f"a log in {where}") != tx_hash
+        ):
             raise self._malformed(f"a log in {where} names another transaction")
         topics = log.get("topics")
         if not isinstance(topics, list) or len(topics) > 4:

@@ -29,6 +29,7 @@ import hmac
 import http.client
 import json
 import logging
+import math
 import queue
 import random
 import threading
@@ -38,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from ailedger._fs import write_atomic
 from ailedger._input import parse_json
@@ -423,9 +424,15 @@ class TrainingExclusion:
             return []
         state = _read_state(self.path)
         tasks = state.setdefault("tasks", {})
+        if not isinstance(tasks, dict):
+            raise InputError(f'{self.path}: "tasks" must be an object')
         marks = tasks.setdefault(self.task, {})
+        if not isinstance(marks, dict):
+            raise InputError(f"{self.path}: task {self.task!r} must map parties to alert ids")
         for party in hit:
             ids = marks.setdefault(party, [])
+            if not isinstance(ids, list):
+                raise InputError(f"{self.path}: party {party} must map to a list of alert ids")
             if alert_id(doc) not in ids:
                 ids.append(alert_id(doc))
         _write_state(self.path, state)
@@ -471,9 +478,9 @@ class AnchorDeferral:
             return None
         now = self.clock()
         state = _read_state(self.path)
-        started = state.get("since")
-        since = float(started) if isinstance(started, int | float) else now
-        if started is None or float(state.get("until", 0)) < now:
+        started, ending = state.get("since"), state.get("until")
+        since = float(started) if _is_time(started) else now
+        if not _is_time(ending) or float(ending) < now:
             since = now
         until = min(now + self.hold, since + self.max_hold)
         _write_state(
@@ -486,6 +493,11 @@ class AnchorDeferral:
         """When the current deferral ends (Unix seconds), or None when sends may go now."""
         with contextlib.suppress(FileNotFoundError):
             until = _read_state(path).get("until")
-            if isinstance(until, int | float) and until > clock():
+            if _is_time(until) and until > clock():
                 return float(until)
         return None
+
+
+def _is_time(value: object) -> TypeGuard[float]:
+    """Whether a state file's value is a usable Unix time (a finite number, not a boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -107,6 +107,13 @@ def test_n05_which_json_rpc_errors_are_answers() -> None:
     # a revert and a refused transaction are answers, handled as before
     reverted = check_reply("eth_call", 2, error(2, 3, "execution reverted: no"), max_bytes=1 << 20)
     assert reverted["error"]["message"] == "execution reverted: no"
+    # a revert without revert data (message only), as some nodes send it
+    bare = check_reply("eth_call", 4, error(4, -32000, "Execution Reverted"), max_bytes=1 << 20)
+    assert bare["error"]["code"] == -32000
+    # any other error to a call is the node failing, not the contract answering
+    for code, message in ((-32603, "internal error"), (-32000, "header not found")):
+        with pytest.raises(NodeReplyError, match=f"answered eth_call with error {code}"):
+            check_reply("eth_call", 5, error(5, code, message), max_bytes=1 << 20)
     refused = error(3, -32000, "nonce too low")
     assert check_reply("eth_sendRawTransaction", 3, refused, max_bytes=1 << 20)["error"]
 

@@ -334,6 +334,23 @@ def test_batches_carry_many_calls(
     assert state.posts == -(-len(blocks) // 10)
 
 
+def test_block_batches_are_the_blocks_as_read_together(
+    mixed_block: tuple[AnvilNode, Sent, int], proxy: tuple[str, Proxy]
+) -> None:
+    _, _, first = mixed_block
+    url, state = proxy
+    with ChainReader.connect(url, batch_size=3, settings=FAST) as reader:
+        expected = list(reader.blocks(0, first + 2))
+        state.posts = 0
+        batches = list(reader.block_batches(0, first + 2))
+        assert state.posts == len(batches)  # one request per list: nothing waits inside one
+        assert [b for batch in batches for b in batch] == expected
+        assert [len(batch) for batch in batches[:-1]] == [3] * (len(batches) - 1)
+        assert 1 <= len(batches[-1]) <= 3
+        with pytest.raises(InputError, match="empty or inverted"):
+            reader.block_batches(5, 5)
+
+
 def test_a_node_without_batches_is_read_call_by_call(
     mixed_block: tuple[AnvilNode, Sent, int], proxy: tuple[str, Proxy]
 ) -> None:
@@ -396,7 +413,63 @@ MALFORMED: dict[str, Callable[[dict[str, Any]], None]] = {
         item, lambda rs: [log.update(topics=["0xdead"]) for r in rs for log in r["logs"]]
     ),
     "status 7": lambda item: _in_receipts(item, lambda rs: [r.update(status="0x7") for r in rs]),
+    "tx at another position": lambda item: _in_block(
+        item, lambda b: [t.update(transactionIndex="0x63") for t in b["transactions"]]
+    ),
+    "tx in another block": lambda item: _in_block(
+        item, lambda b: [t.update(blockNumber="0x0") for t in b["transactions"]]
+    ),
+    "bad tx block number": lambda item: _in_block(
+        item, lambda b: [t.update(blockNumber="12") for t in b["transactions"]]
+    ),
+    "receipt of another block number": lambda item: _in_receipts(
+        item, lambda rs: [r.update(blockNumber="0x0") for r in rs]
+    ),
+    "receipt at another position": lambda item: _in_receipts(
+        item, lambda rs: [r.update(transactionIndex="0x63") for r in rs]
+    ),
+    "log of another tx": lambda item: _in_receipts(
+        item,
+        lambda rs: [log.update(transactionHash="0x" + "22" * 32) for r in rs for log in r["logs"]],
+    ),
 }
+
+
+def _pad(value: str) -> str:
+    """The same quantity with leading zeros (which some nodes send)."""
+    return "0x000" + value[2:]
+
+
+def test_links_written_differently_still_match(
+    mixed_block: tuple[AnvilNode, Sent, int], proxy: tuple[str, Proxy]
+) -> None:
+    """The link checks compare values, not text: padded numbers and upper-case hashes pass."""
+    node, _, first = mixed_block
+    with ChainReader.connect(node.url) as direct:
+        expected = list(direct.blocks(first, first + 2))
+    url, state = proxy
+
+    def rewrite(item: dict[str, Any]) -> None:
+        def block(b: dict[str, Any]) -> None:
+            for t in b["transactions"]:
+                t.update(
+                    blockNumber=_pad(t["blockNumber"]),
+                    transactionIndex=_pad(t["transactionIndex"]),
+                    blockHash="0x" + t["blockHash"][2:].upper(),
+                )
+
+        def receipts(rs: list[Any]) -> None:
+            for r in rs:
+                r.update(blockNumber=_pad(r["blockNumber"]))
+                for log in r["logs"]:
+                    log.update(transactionHash="0x" + log["transactionHash"][2:].upper())
+
+        _in_block(item, block)
+        _in_receipts(item, receipts)
+
+    state.mutate = rewrite
+    with ChainReader.connect(url, settings=FAST) as reader:
+        assert list(reader.blocks(first, first + 2)) == expected
 
 
 @pytest.mark.parametrize("fault", sorted(MALFORMED))

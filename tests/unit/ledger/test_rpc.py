@@ -92,3 +92,51 @@ def test_confirmations_wait_for_later_blocks(anvil: AnvilNode) -> None:
     receipt = ledger.wait(pending, confirmations=3)
     miner.join()
     assert ledger.block_number() - receipt.block_number + 1 >= 3
+
+
+def test_a_call_the_node_fails_is_node_unavailable_not_a_revert(anvil: AnvilNode) -> None:
+    """A node that forwards everything but answers every eth_call with an internal error: the
+    registry read raises NodeUnavailable (exit 3), not TransactionReverted (a failed check)."""
+    import http.server
+    import json
+    import urllib.request
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = json.loads(body)
+            if request["method"] == "eth_call":
+                error = {"code": -32603, "message": "internal error: state unavailable"}
+                answer = json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": error})
+                reply = answer.encode()
+            else:
+                forward = urllib.request.Request(  # noqa: S310 (anvil on loopback)
+                    anvil.url, data=body, headers={"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(forward, timeout=10) as response:  # noqa: S310
+                    reply = response.read()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+    signer = new_signer()
+    anvil.fund(signer.address)
+    registry = AnchorRegistry.deploy(Ledger.connect(anvil.url, signer=signer, settings=FAST))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proxied = Ledger.connect(
+            f"http://127.0.0.1:{server.server_address[1]}",
+            settings=LedgerSettings(retries=2, backoff=0.01),
+        )
+        through = AnchorRegistry(ledger=proxied, address=registry.address)
+        with pytest.raises(NodeUnavailable, match="internal error: state unavailable"):
+            through.count(signer.address, ORIGIN)
+    finally:
+        server.shutdown()
+        server.server_close()

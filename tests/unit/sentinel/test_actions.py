@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -209,3 +209,41 @@ def test_a_corrupted_state_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text('{"tasks": {"t": 1}, "tasks": {}}')
     with pytest.raises(InputError, match="duplicate"):
         TrainingExclusion.marked(path, "t")
+
+
+HOSTILE_STATES = [
+    b"[" * 100_000 + b"]" * 100_000,  # nested far past the recursion limit
+    b"\xff\xfe not utf-8",
+    b'"just a string"',
+    b'{"tasks": [1, 2, 3]}',
+    b'{"tasks": {"t": [1]}}',
+    b'{"tasks": {"t": {"0x00000000000000000000000000000000000000aa": "not a list"}}}',
+    b'{"tasks": {"t": {"0x00000000000000000000000000000000000000aa": [{"deep": [[]]}]}}}',
+    b'{"since": "yesterday", "until": [1]}',
+    b'{"since": true, "until": 1e999}',
+    b'{"until": NaN}',
+    b"{" + b" " * (2 << 20) + b"}",  # larger than a state file may be
+]
+
+
+@pytest.mark.parametrize("data", HOSTILE_STATES, ids=range(len(HOSTILE_STATES)))
+def test_hostile_state_files_give_input_errors_or_are_ignored(tmp_path: Path, data: bytes) -> None:
+    """exclusions.json and defer.json are files anyone with the folder could have written: each
+    reader and writer either works on them or refuses with InputError, never another error."""
+    path = tmp_path / "state.json"
+    party = "0x00000000000000000000000000000000000000aa"
+    alert = dict(ALERT, **{"class": "spam_flood", "accounts": [party]})
+    calls: list[Callable[[], object]] = [
+        lambda: TrainingExclusion.marked(path, "t"),
+        lambda: TrainingExclusion(path, task="t", parties=[party])(alert),
+        lambda: AnchorDeferral.deferred_until(path, clock=lambda: 1000.0),
+        lambda: AnchorDeferral(path, clock=lambda: 1000.0)(alert),
+    ]
+    refusals: list[str] = []
+    for call in calls:
+        path.write_bytes(data)
+        try:
+            call()
+        except InputError as exc:
+            refusals.append(str(exc))
+    assert all("\n" not in r and len(r) < 600 for r in refusals), refusals

@@ -171,6 +171,54 @@ def test_restart_from_checkpoint_yields_nothing_twice(
     assert list(third.events()) == []
 
 
+def test_event_batches_group_blocks_read_together_and_commit_whole_lists(
+    own_anvil: AnvilNode, reader: ChainReader, tmp_path: Path
+) -> None:
+    _mine(own_anvil, 11)  # the reader fixture reads 4 blocks per request
+    expected = _describe(list(Ingestor(reader, tmp_path / "a.json", start=1).events()))
+    checkpoint = tmp_path / "b.json"
+    ingest = Ingestor(reader, checkpoint, start=1)
+    lists = []
+    for events in ingest.event_batches(max_blocks=3):
+        lists.append(_describe(events))
+        # handed out whole: the state is the one after the list's last event
+        assert ingest.state().next == events[-1].block.number + 1  # type: ignore[union-attr]
+        ingest.commit()
+        if len(lists) == 2:
+            break
+    # at most 3 per list, and a list never spans two requests (blocks 1-4, 5-8, 9-11)
+    assert lists == [[("add", 1), ("add", 2), ("add", 3)], [("add", 4)]]
+    resumed = Ingestor(reader, checkpoint, start=1)
+    rest = [_describe(events) for events in resumed.event_batches(max_blocks=8)]
+    assert rest == [[("add", n) for n in range(5, 9)], [("add", n) for n in range(9, 12)]]
+    assert [e for part in lists + rest for e in part] == expected
+    with pytest.raises(InputError, match="max_blocks"):
+        next(resumed.event_batches(max_blocks=0))
+
+
+def test_event_batches_carry_a_reorg_in_order(
+    own_anvil: AnvilNode, reader: ChainReader, tmp_path: Path
+) -> None:
+    node = own_anvil
+    _mine(node, 3)
+    snapshot = node.rpc("evm_snapshot")
+    _mine(node, 3, value=1)
+    ingest = Ingestor(reader, tmp_path / "ingest.json", start=1, reorg_depth=5)
+    assert [e for part in ingest.event_batches() for e in _describe(part)] == [
+        ("add", n) for n in range(1, 7)
+    ]
+    ingest.commit()
+    node.rpc("evm_revert", snapshot)
+    _mine(node, 4, value=2)
+    parts = [_describe(part) for part in ingest.event_batches(max_blocks=10)]
+    flat = [e for part in parts for e in part]
+    assert flat == [("retract", 6), ("retract", 5), ("retract", 4)] + [
+        ("add", n) for n in range(4, 8)
+    ]
+    # retractions come before (never in the same list as) the blocks read after them
+    assert parts[0] == [("retract", 6), ("retract", 5), ("retract", 4)]
+
+
 def test_reorg_deeper_than_the_window_is_refused(
     own_anvil: AnvilNode, reader: ChainReader, tmp_path: Path
 ) -> None:

@@ -1,0 +1,199 @@
+"""``ailedger serve``: the workspace's audit log as an HTTP service (FastAPI on uvicorn).
+
+One process holds the log's write lock for as long as it runs, and writes who it is (pid and
+URL) into the lock file, so another command that would write the log says so in one line
+instead of waiting. The signing key is unlocked once, at start. Loopback only unless
+``--unsafe-non-loopback`` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import ipaddress
+import logging
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any, cast
+
+import typer
+
+from ailedger.cli._common import RpcOpt, WorkspaceOpt, err_console
+from ailedger.config import passphrase_source, workspace_path
+from ailedger.errors import InputError, NodeUnavailable, WorkspaceError
+
+__all__ = ["serve"]
+
+_MAX_BODY = 16 * 1024 * 1024
+
+
+def _pick(fast: str, fallback: str) -> str:
+    """``fast`` when that module is installed, else ``fallback`` (uvicorn's names)."""
+    return fast if importlib.util.find_spec(fast) is not None else fallback
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot resolve --host {host!r}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in str(host) else str(host)
+    return f"http://{shown}:{port}"
+
+
+def _check_published(ws: Any, log: Any, rpc: str | None) -> None:
+    """Refuse to serve (and sign) a log that conflicts with its operator's anchors on chain;
+    a chain that cannot be reached now is only warned about (anchoring checks again)."""
+    from ailedger.auditlog.anchoring import chain_anchors, check_published
+
+    try:
+        with ws.ledger(rpc=rpc) as ledger:
+            try:
+                registry = ws.anchor_registry(ledger)
+            except WorkspaceError:  # no registry on this chain yet: nothing was anchored there
+                return
+            anchors = chain_anchors(registry, log.origin_hash, operator=ws.keystore().address)
+    except (NodeUnavailable, WorkspaceError) as exc:
+        err_console.print(f"warning: the log's anchors cannot be checked now: {exc}")
+        return
+    check_published(log, anchors)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8080,
+    checkpoint_interval: Annotated[
+        float,
+        typer.Option(help="Sign a checkpoint at most this often, in seconds, when the log grew."),
+    ] = 1.0,
+    anchor_every: Annotated[
+        int, typer.Option(min=1, help="Anchor on chain every N entries.")
+    ] = 1000,
+    anchor_seconds: Annotated[
+        float, typer.Option(help="...or every T seconds, whichever comes first.")
+    ] = 60.0,
+    no_anchor: Annotated[bool, typer.Option("--no-anchor", help="Do not anchor on chain.")] = False,
+    max_body: Annotated[
+        int, typer.Option(min=1, help="Largest request body taken, in bytes.")
+    ] = _MAX_BODY,
+    unsafe_non_loopback: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-non-loopback",
+            help="Allow a --host that is not loopback (put TLS in front of it).",
+        ),
+    ] = False,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+) -> None:
+    """Serve the workspace's audit log over HTTP (API, tlog-tiles, dashboard, metrics)."""
+    import uvicorn
+
+    from ailedger.auditlog.anchoring import Anchorer
+    from ailedger.auditlog.backend import open_log
+    from ailedger.auditlog.log import AuditLog
+    from ailedger.service.app import create_app
+    from ailedger.service.auth import ApiKeys, RateLimiter
+    from ailedger.service.background import AnchorLoop, CheckpointSigner
+    from ailedger.service.context import ServiceContext
+    from ailedger.workspace import Workspace
+
+    for value, what in (
+        (checkpoint_interval, "--checkpoint-interval"),
+        (anchor_seconds, "--anchor-seconds"),
+    ):
+        if not 0 < value < float("inf"):
+            raise InputError(f"{what} must be a positive number of seconds, got {value}")
+    if not _is_loopback(host):
+        if not unsafe_non_loopback:
+            raise InputError(
+                f"--host {host} is not a loopback address: add --unsafe-non-loopback to serve "
+                "other machines"
+            )
+        err_console.print(
+            f"warning: serving on {host}, reachable from other machines: "
+            "API keys and data travel in clear unless TLS is put in front"
+        )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    ws = Workspace.open(workspace_path(workspace))
+    passphrase = passphrase_source()
+    signing_key = ws.signing_key(passphrase)
+    # the store config.toml names (SQLite, or PostgreSQL shared by replicas); both backends
+    # have the same public interface (ailedger.auditlog.backend)
+    log = cast("AuditLog", open_log(ws))
+    with contextlib.ExitStack() as stack:
+        stack.callback(log.close)
+        _check_published(ws, log, rpc)
+        keys = stack.enter_context(ApiKeys.for_workspace(ws))
+        ctx = ServiceContext(
+            workspace=ws,
+            log=log,
+            keys=keys,
+            limiter=RateLimiter.for_workspace(ws),
+            rpc=rpc,
+        )
+        signer = CheckpointSigner(log, signing_key, interval=checkpoint_interval)
+        loop = None
+        if not no_anchor:
+
+            @contextlib.contextmanager
+            def open_anchorer() -> Iterator[Anchorer]:
+                with ws.ledger(rpc=rpc, passphrase=passphrase) as ledger:
+                    yield Anchorer(log=log, registry=ws.anchor_registry(ledger), key=signing_key)
+
+            loop = AnchorLoop(
+                log, open_anchorer, every_entries=anchor_every, every_seconds=anchor_seconds
+            )
+        app = create_app(ctx, max_body=max_body, signer=signer, anchor_loop=loop)
+        sock = stack.enter_context(_bind(host, port))
+        url = _url(sock)
+        log.announce_holder(url=url)
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                if self.started:
+                    sys.stdout.write(f"serving {url}\n")
+                    sys.stdout.flush()
+
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            # the C event loop and HTTP parser when installed (the ``service`` extra has
+            # them); no X-Forwarded-* rewriting: nothing sits in front of a loopback server
+            loop=_pick("uvloop", "asyncio"),
+            http=_pick("httptools", "h11"),
+            proxy_headers=False,
+            server_header=False,
+        )
+        Server(config).run(sockets=[sock])
