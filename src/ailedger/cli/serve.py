@@ -3,7 +3,8 @@
 One process holds the log's write lock for as long as it runs, and writes who it is (pid and
 URL) into the lock file, so another command that would write the log says so in one line
 instead of waiting. The signing key is unlocked once, at start. Loopback only unless
-``--unsafe-non-loopback`` is given.
+``--unsafe-non-loopback`` is given. uvicorn runs on uvloop with the httptools parser when they
+are installed (the ``service`` extra), without proxy-header rewriting or a Server header.
 """
 
 from __future__ import annotations

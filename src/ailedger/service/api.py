@@ -354,6 +354,8 @@ _QUOTED = re.compile(rb'"[^"]*"')
 _INNERMOST = re.compile(rb"[\[{][\]}]")
 #: what parse_json is told once the scan has bounded the depth: no second scan
 _SCANNED = 1 << 62
+#: bodies up to this many bytes are parsed on the event loop, larger ones in a worker thread
+_PARSE_ON_LOOP = 64 * 1024
 
 
 def _nesting_at_most(data: bytes, max_depth: int) -> bool:
@@ -379,7 +381,7 @@ def _nesting_at_most(data: bytes, max_depth: int) -> bool:
             return True
         if not removed:
             return False
-    return False
+    return not brackets
 
 
 def parse_body(body: bytes, *, max_bytes: int) -> Any:
@@ -402,7 +404,12 @@ async def append_body(
     for bad input, having appended nothing."""
     max_body = int(ctx.extra.get(MAX_BODY_KEY, DEFAULT_MAX_BODY))
     try:
-        value = parse_body(body, max_bytes=max_body)
+        if len(body) <= _PARSE_ON_LOOP:
+            value = parse_body(body, max_bytes=max_body)
+        else:  # milliseconds of decoding: off the event loop, which answers others meanwhile
+            value = await anyio.to_thread.run_sync(
+                functools.partial(parse_body, body, max_bytes=max_body)
+            )
     except InputError as exc:
         status = 413 if "larger than" in str(exc) else 400
         raise _error(status, f"{exc} (nothing was appended)") from exc

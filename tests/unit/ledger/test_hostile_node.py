@@ -104,7 +104,10 @@ def test_good_replies_pass() -> None:
     raw = b'{"jsonrpc": "2.0", "id": 3, "result": null}'
     assert check_reply("eth_getTransactionReceipt", 3, raw, max_bytes=100)["result"] is None
     error = b'{"jsonrpc": "2.0", "id": 3, "error": {"code": -32000, "message": "a\\nb  c"}}'
-    assert check_reply("eth_call", 3, error, max_bytes=100)["error"]["message"] == "a b c"
+    assert (
+        check_reply("eth_sendRawTransaction", 3, error, max_bytes=100)["error"]["message"]
+        == "a b c"
+    )
 
 
 @pytest.mark.parametrize(
