@@ -6,7 +6,7 @@ ANVIL  := node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck unit install dev contracts bench clean
+.PHONY: demo test lint typecheck unit install dev contracts bench clean docs
 
 $(BIN)/ailedger: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,8 @@ demo: $(BIN)/ailedger
 	$(BIN)/ailedger demo
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples docs
+	$(BIN)/ruff format --check src tests benchmarks examples docs
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy src
@@ -43,6 +43,9 @@ test: lint typecheck unit
 
 contracts: $(VENV)/.dev
 	$(BIN)/python -m ailedger.ledger.contracts
+
+docs: $(VENV)/.dev
+	$(BIN)/python docs/build_api.py docs/api
 
 bench: dev
 	$(BIN)/python benchmarks/ledger.py

@@ -8,12 +8,17 @@ a latency bound in blocks. Two policies send them:
 * scheduled: :class:`ailedger.sentinel.fees.FeeScheduler` with a
   :class:`~ailedger.sentinel.fees.BaseFeeForecaster` refitted on the fee history every block,
   sending when the forecast says waiting is unlikely to pay (or at the deadline), with the
-  cheapest tip recent blocks included and a replacement (+12.5 % on both fees) for one still
-  pending near its deadline.
+  cheapest tip recent blocks included (the smallest lowest-reward-percentile of the last 20
+  blocks; ``--tip-quantile`` picks another quantile) and a replacement (+12.5 % on both fees)
+  for one still pending near its deadline.
 
 Reported: cost per unit of gas (what was paid, ``base fee + effective tip``) summed over all
 transactions, saved as a percentage of the baseline, and the 95th percentile of the delay
-(blocks from the head at arrival to the block that included it; 1 is the next block).
+(blocks from the head at arrival to the block that included it; 1 is the next block). For the
+replays, ``oracle_saved_on_base_fee_percent`` is what perfect foresight saves on the base fee
+(the lowest base fee within the bound) and ``ceiling_saved_percent`` the most any policy could
+save (that base fee and no tip at all): where the ceiling is under 30 % the target cannot be
+met on that trace.
 
 Traces (all synthetic: no outside chain data is available on this machine):
 
@@ -85,6 +90,7 @@ class Planner:
     scheduler: FeeScheduler
     forecaster: BaseFeeForecaster
     lookback: int
+    keep_paths: bool = False
     cache: dict[int, FeeForecast] = field(default_factory=dict)
 
     def forecast(self, history: FeeHistory, first: int, ahead: int, refit: int) -> FeeForecast:
@@ -98,7 +104,9 @@ class Planner:
         ):
             part = _slice(history, max(history.oldest, first - self.lookback), first)
             self.forecaster.fit(part)
-            cached = self.forecaster.forecast(ahead + refit, levels=self.scheduler.levels)
+            cached = self.forecaster.forecast(
+                ahead + refit, levels=self.scheduler.levels, keep_paths=self.keep_paths
+            )
             self.cache = {key: cached}
         offset = first - cached.first
         return FeeForecast(
@@ -107,6 +115,7 @@ class Planner:
             quantiles=cached.quantiles[offset:],
             lower=cached.lower[offset:],
             upper=cached.upper[offset:],
+            paths=None if cached.paths is None else cached.paths[offset:],
         )
 
 
@@ -129,9 +138,20 @@ def geth_oracle_tip(history: FeeHistory, stop: int) -> int:
     return int(np.percentile(rows, 60)) if rows else GWEI
 
 
-def replay(history: FeeHistory, arrivals: list[int], within: int, lookback: int) -> dict[str, Any]:
+def replay(
+    history: FeeHistory,
+    arrivals: list[int],
+    within: int,
+    lookback: int,
+    *,
+    period: float | None = 86_400.0,
+    patience: float = 0.5,
+    tip_quantile: float = 0.0,
+    threshold_rule: bool = False,
+) -> dict[str, Any]:
     """Both policies over a fee history; ``arrivals`` are block numbers (the first block that
-    could include a transaction sent on arrival)."""
+    could include a transaction sent on arrival). ``period`` is the forecaster's (None: found
+    in the history), ``patience`` the scheduler's."""
     base = history.base_fee_per_gas
     o = history.oldest
 
@@ -158,7 +178,12 @@ def replay(history: FeeHistory, arrivals: list[int], within: int, lookback: int)
     # long bounds: fewer paths and rarer refits keep the run short (quantiles barely move)
     paths = 200 if within <= 300 else 100
     refits = 10 if within <= 300 else 5
-    planner = Planner(FeeScheduler(within=within), BaseFeeForecaster(paths=paths), lookback)
+    planner = Planner(
+        FeeScheduler(within=within, patience=patience),
+        BaseFeeForecaster(period=period, paths=paths),
+        lookback,
+        keep_paths=threshold_rule,
+    )
     for a in arrivals:
         if a + 4 * within > last:
             continue
@@ -183,7 +208,9 @@ def replay(history: FeeHistory, arrivals: list[int], within: int, lookback: int)
                     if left > planner.scheduler.headroom + 1
                     else None
                 )
-                part_tip = planner.scheduler.tip(_slice(history, max(o, t - 40), t), waited=waited)
+                part_tip = planner.scheduler.tip(
+                    _slice(history, max(o, t - 40), t), waited=waited, quantile=tip_quantile
+                )
                 d = planner.scheduler.decide(
                     next_base_fee=base[t - o], waited=waited, forecast=fc, tip=part_tip
                 )
@@ -245,6 +272,8 @@ def _summary(
         extra["oracle_saved_on_base_fee_percent"] = round(
             100.0 * (1 - sum(oracle) / sum(base_b)), 2
         )
+        # the most any policy could save: the lowest base fee within the bound and no tip
+        extra["ceiling_saved_percent"] = round(100.0 * (1 - sum(oracle) / total_b), 2)
     p95 = float(np.percentile(ours_delay, 95)) if n else math.nan
     return {
         "transactions": n,
@@ -383,7 +412,7 @@ def _signed(node: Node, key: Any, nonce: int, cap: int, tip: int, payload: bytes
 
 
 def anvil_trace(
-    blocks: int, within: int, seed: int
+    blocks: int, within: int, seed: int, *, threshold_rule: bool = False
 ) -> tuple[dict[str, Any], FeeHistory, list[int]]:
     """Run (a) on a fresh anvil; returns the summary, the node's fee history and the arrivals."""
     rng = np.random.default_rng(seed)
@@ -448,7 +477,9 @@ def anvil_trace(
                 left = within - waited
                 fc = None
                 if history is not None and left > scheduler.headroom + 1:
-                    fc = forecaster.fit(history).forecast(left, levels=scheduler.levels)
+                    fc = forecaster.fit(history).forecast(
+                        left, levels=scheduler.levels, keep_paths=threshold_rule
+                    )
                 tip = scheduler.tip(history, waited=waited) if history is not None else node_tip
                 d = scheduler.decide(next_base_fee=next_fee, waited=waited, forecast=fc, tip=tip)
                 if not d.send:
@@ -555,15 +586,54 @@ def main() -> None:
     parser.add_argument("--fee-history", type=Path, help="a saved eth_feeHistory JSON to replay")
     parser.add_argument("--within", type=int, nargs="*", default=[10, 60, 300, 1800])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tip-quantile",
+        type=float,
+        default=0.0,
+        help="quantile of recent blocks' lowest reward percentile to offer as the tip (replays)",
+    )
+    parser.add_argument(
+        "--threshold-rule",
+        action="store_true",
+        help="send at the best threshold over the forecaster's simulated paths "
+        "(FeeScheduler with paths) instead of the quantile rule",
+    )
+    parser.add_argument(
+        "--detect-period",
+        action="store_true",
+        help="(b) replays: find the demand cycle in the history instead of assuming a day",
+    )
     args = parser.parse_args()
-    result: dict[str, Any] = {"synthetic": True, "gas_per_transaction": GAS, "traces": {}}
+    result: dict[str, Any] = {
+        "synthetic": True,
+        "gas_per_transaction": GAS,
+        "traces": {},
+        "trace_sources": {
+            "a_anvil": "synthetic: load generated on a real anvil node",
+            "b_replay": (
+                f"replay of {args.fee_history.name}"
+                if args.fee_history
+                else "synthetic: replay of a_anvil's own eth_feeHistory"
+            ),
+            "c_rule_week": "synthetic: demand trace evolved with the exact EIP-1559 rule",
+        },
+        "tip_quantile": args.tip_quantile,
+        "detect_period": args.detect_period,
+        "send_rule": (
+            "best threshold over simulated paths"
+            if args.threshold_rule
+            else "next base fee <= every forecast median left"
+        ),
+    }
     started = time.monotonic()
 
     print(
         f"(a) anvil: {args.anvil_blocks} blocks, bound {args.anvil_within} blocks ...",
         file=sys.stderr,
     )
-    summary, history, _ = anvil_trace(args.anvil_blocks, args.anvil_within, args.seed)
+    summary, history, _ = anvil_trace(
+        args.anvil_blocks, args.anvil_within, args.seed, threshold_rule=args.threshold_rule
+    )
     result["traces"]["a_anvil"] = [summary]
     saved = RESULTS / "fee_history_anvil.json"
     saved.write_text(json.dumps(fee_history_to_json(history)) + "\n")
@@ -580,7 +650,18 @@ def main() -> None:
         if replayed.oldest + 100 + x < replayed.newest
     ]
     result["traces"]["b_replay"] = [
-        dict(replay(replayed, b_arrivals, w, lookback=2000), source=source.name)
+        dict(
+            replay(
+                replayed,
+                b_arrivals,
+                w,
+                lookback=2000,
+                period=None if args.detect_period else 86_400.0,
+                tip_quantile=args.tip_quantile,
+                threshold_rule=args.threshold_rule,
+            ),
+            source=source.name,
+        )
         for w in sorted(
             {
                 args.anvil_within,
@@ -599,24 +680,34 @@ def main() -> None:
     ]
     result["traces"]["c_rule_week"] = [
         # for bounds of hours, every third arrival (the run is long otherwise)
-        replay(week, c_arrivals[:: 1 if w <= 300 else 3], w, lookback=7200 + 600)
+        replay(
+            week,
+            c_arrivals[:: 1 if w <= 300 else 3],
+            w,
+            lookback=7200 + 600,
+            tip_quantile=args.tip_quantile,
+            threshold_rule=args.threshold_rule,
+        )
         for w in args.within
     ]
     result["seconds"] = round(time.monotonic() - started, 1)
 
     print(
         f"{'trace (synthetic)':12} {'bound':>5} {'txs':>4} {'saved %':>8} {'ratio':>7} "
-        f"{'on base %':>9} {'oracle %':>8} {'p95 delay':>9} {'at once':>7} {'ok':>3}"
+        f"{'on base %':>9} {'oracle %':>8} {'ceiling %':>9} {'p95 delay':>9} {'at once':>7} "
+        f"{'ok':>3}"
     )
     for name, rows in result["traces"].items():
         for r in rows:
             oracle = r.get("oracle_saved_on_base_fee_percent")
+            ceiling = r.get("ceiling_saved_percent")
             ok = "yes" if r["p95_within_bound"] else "no"
             print(
                 f"{name:12} {r['within_blocks']:5d} {r['transactions']:4d} "
                 f"{r['saved_percent']:8.2f} {r['cost_ratio']:7.4f} "
                 f"{r['saved_on_base_fee_percent']:9.2f} "
                 f"{'-' if oracle is None else f'{oracle:.2f}':>8} "
+                f"{'-' if ceiling is None else f'{ceiling:.2f}':>9} "
                 f"{r['scheduled']['p95_delay_blocks']:9.1f} "
                 f"{r['baseline']['p95_delay_blocks']:7.1f} {ok:>3}"
             )

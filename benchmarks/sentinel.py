@@ -28,7 +28,8 @@ from a public chain.
     benign transactions, and held-out-class F1 (the model trained without class X, tested on
     benign and X) for the sentinel (rules where one fires, gradient boosting elsewhere) and the
     baselines (rules only, random forest on the same features, Isolation Forest). The rules'
-    thresholds were chosen on other seeds (``TUNE_SEEDS``) than the default ones reported here.
+    thresholds and the gradient boosting's alert threshold were chosen on other seeds
+    (``TUNE_SEEDS``) than the default ones reported here.
 
 Prints a table and writes ``benchmarks/results/sentinel.json`` (and F1 bar charts as PNG).
 

@@ -27,8 +27,16 @@ With ``--postgres`` (and the PostgreSQL backend installed: ``ailedger.auditlog.p
 throwaway cluster of ``tests/pg.py``) it measures (a) and (b) again on one PostgreSQL log with 1
 and then 2 replicas, the load split between them.
 
+With ``--anchoring`` it measures (a) and (b) once more with the service anchoring on its
+workspace's embedded chain (the ``--serve-arg`` list without ``--no-anchor``), as
+``sqlite_anchoring``.
+
+Other work on the machine moves every absolute figure (the load average is recorded at the
+start and the end); the ratios to the library's rates, measured in the same run, move less.
+
     nice -n 10 python benchmarks/service.py [--seconds 15] [--clients 64] [--batch 1000]
-        [--generators 1] [--postgres] [--json benchmarks/results/service.json]
+        [--generators 1] [--postgres] [--anchoring] [--serve-arg=--no-anchor]
+        [--json benchmarks/results/service.json]
 """
 
 from __future__ import annotations
@@ -268,6 +276,15 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _per_entry(run: dict[str, Any]) -> None:
+    """Add the server's and the load generator's CPU per entry (microseconds) and the server's
+    share of a core: on a machine shared with other work these move less than the rates."""
+    entries = max(1, run["entries"])
+    run["server_cpu_us_per_entry"] = round(run["server_cpu_s"] / entries * 1e6, 1)
+    run["loadgen_cpu_us_per_entry"] = round(run["loadgen_cpu_s"] / entries * 1e6, 1)
+    run["server_cores_used"] = round(run["server_cpu_s"] / max(run["elapsed_s"], 1e-9), 2)
+
+
 def acknowledged(results: list[dict[str, Any]], batch: int) -> Iterator[tuple[int, int, int, int]]:
     """(index, generator, client, seq) of every acknowledged entry."""
     for r in results:
@@ -402,6 +419,7 @@ def service_run(
         )
         out["single"] = summarise(single)
         out["single"]["server_cpu_s"] = round(sum(s.cpu_seconds() for s in servers) - cpu, 1)
+        _per_entry(out["single"])
         acks.extend(acknowledged(single, 1))
         del single
         print(f"[{name}] batches of {args.batch}: {args.batch_clients} clients", flush=True)
@@ -418,6 +436,7 @@ def service_run(
         )
         out["batched"] = summarise(batched)
         out["batched"]["server_cpu_s"] = round(sum(s.cpu_seconds() for s in servers) - cpu, 1)
+        _per_entry(out["batched"])
         acks.extend(acknowledged(batched, args.batch))
         del batched
     finally:
@@ -477,6 +496,10 @@ def table(results: dict[str, Any]) -> str:
     batch_base = lib["append_many"]["entries_per_s"]
     add("service: single appends (sqlite)", results["sqlite"]["single"], single_base)
     add("service: batched (sqlite)", results["sqlite"]["batched"], batch_base)
+    anchoring = results.get("sqlite_anchoring")
+    if isinstance(anchoring, dict) and "single" in anchoring:
+        add("service: single, anchoring (sqlite)", anchoring["single"], single_base)
+        add("service: batched, anchoring (sqlite)", anchoring["batched"], batch_base)
     for key, run in results.get("postgres", {}).items():
         if isinstance(run, dict) and "single" in run:
             # a run whose entries are not in the PostgreSQL log afterwards did not measure it
@@ -522,6 +545,12 @@ def main() -> None:
     parser.add_argument("--generators", type=int, default=1, help="load generator processes")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument(
+        "--anchoring",
+        action="store_true",
+        help="also measure the SQLite service anchoring on its embedded chain (without any "
+        "--serve-arg=--no-anchor)",
+    )
+    parser.add_argument(
         "--serve-arg", action="append", default=[], help="extra argument for `ailedger serve`"
     )
     parser.add_argument("--json", type=Path, default=RESULTS / "service.json")
@@ -541,6 +570,7 @@ def main() -> None:
             "batch": args.batch,
             "batch_clients": args.batch_clients,
             "generators": args.generators,
+            "serve_args": args.serve_arg,
         },
         "targets": TARGETS,
         "tessera_published": TESSERA,
@@ -552,6 +582,11 @@ def main() -> None:
             tmp, clients=args.clients, seconds=args.seconds, batch=args.batch
         )
         results["sqlite"] = service_run(args, tmp, "sqlite")
+        if args.anchoring:
+            anchored = argparse.Namespace(**vars(args))
+            anchored.serve_arg = [a for a in args.serve_arg if a != "--no-anchor"]
+            results["sqlite_anchoring"] = service_run(anchored, tmp, "sqlite-anchoring")
+            results["settings"]["anchoring_serve_args"] = anchored.serve_arg
         if args.postgres:
             results["postgres"] = postgres_runs(args, tmp)
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -590,6 +625,12 @@ def main() -> None:
         f"load average (1, 5, 15 min) at start {machine['load_average_at_start']}, "
         f"at end {machine['load_average_at_end']} on {machine['cpus']} CPUs"
     )
+    if "sqlite_anchoring" in results:
+        c = results["sqlite_anchoring"]["check"]
+        print(
+            f"anchoring run: {c['acknowledged']:,} acknowledged, {c['acknowledged_missing']} "
+            f"missing; log of {c['log_size']:,}: " + ("OK" if c["ok"] else "FAILED")
+        )
     for phase in ("single", "batched"):
         bad = {k: v for k, v in sqlite[phase]["statuses"].items() if k != "201"}
         if bad or sqlite[phase]["failures"]:
@@ -610,7 +651,7 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.json}")
-    if not check["ok"]:
+    if not check["ok"] or not results.get("sqlite_anchoring", {"check": check})["check"]["ok"]:
         raise SystemExit(1)
 
 

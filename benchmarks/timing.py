@@ -13,6 +13,13 @@ and under :class:`ailedger.sentinel.timing.AdaptiveTiming` with its defaults, th
 :func:`ailedger.sentinel.timing.simulate_rounds`, which applies the contract's phase rules
 (early close once everyone acted, attest done at a quorum).
 
+Policies: ``fixed`` (today: fixed windows, a silent party stays in the task), ``adaptive``
+(:class:`~ailedger.sentinel.timing.AdaptiveTiming` defaults: learned windows, and a party
+silent for 3 rounds voted out with ``TrainingTask.vote_exclude`` so the contract's early close
+no longer waits for it), and two ablations that split the gain: ``adaptive_windows_only``
+(learned windows, nobody excluded) and ``fixed_with_exclusion`` (today's windows plus the same
+exclusion rule). ``target_met`` compares ``adaptive`` with ``fixed``.
+
 Reports rounds per hour (each round's blocks at that round's block time), honest actions
 missed (a party that did act, after its deadline) and failed rounds, per scenario, side by
 side and as ratios. Prints a table and
@@ -135,6 +142,9 @@ def scenarios(rounds: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]
     }
 
 
+POLICIES = ("fixed", "adaptive", "adaptive_windows_only", "fixed_with_exclusion")
+
+
 def quorum_for(n: int) -> int:
     """The smallest strict majority, as the contract requires."""
     return n // 2 + 1
@@ -144,16 +154,29 @@ def run(rounds: int, seeds: int) -> dict[str, Any]:
     fixed = fixed_windows()
     rows: list[dict[str, Any]] = []
     for name in scenarios(2, 0):
-        totals = {"fixed": [0, 0.0, 0, 0], "adaptive": [0, 0.0, 0, 0]}
+        totals = {label: [0, 0.0, 0, 0] for label in POLICIES}
         n = q = 0
         for seed in range(seeds):
             lat, block_time = scenarios(rounds, seed)[name]
             n = lat.shape[1]
             q = quorum_for(n)
-            for label, policy in (
-                ("fixed", fixed),
-                ("adaptive", AdaptiveTiming([f"p{i}" for i in range(n)], quorum=q, initial=fixed)),
-            ):
+            names = [f"p{i}" for i in range(n)]
+            policies: dict[str, PhaseWindows | AdaptiveTiming] = {
+                "fixed": fixed,
+                "adaptive": AdaptiveTiming(names, quorum=q, initial=fixed),
+                "adaptive_windows_only": AdaptiveTiming(
+                    names, quorum=q, initial=fixed, exclude_after=None
+                ),
+                # windows pinned to today's (all three are 40 blocks in TaskSpec), exclusion on
+                "fixed_with_exclusion": AdaptiveTiming(
+                    names,
+                    quorum=q,
+                    initial=fixed,
+                    minimum=fixed.commit_blocks,
+                    maximum=fixed.commit_blocks,
+                ),
+            }
+            for label, policy in policies.items():
                 out = simulate_rounds(lat.tolist(), quorum=q, policy=policy)
                 t = totals[label]
                 t[0] += out.rounds
@@ -168,6 +191,10 @@ def run(rounds: int, seeds: int) -> dict[str, Any]:
                 "honest_missed": m,
                 "failed_rounds": f,
             }
+        for label in POLICIES[2:]:
+            doc[label]["rounds_per_hour_ratio_to_fixed"] = round(
+                doc[label]["rounds_per_hour"] / doc["fixed"]["rounds_per_hour"], 3
+            )
         doc["rounds_per_hour_ratio"] = round(
             doc["adaptive"]["rounds_per_hour"] / doc["fixed"]["rounds_per_hour"], 3
         )
@@ -180,7 +207,7 @@ def run(rounds: int, seeds: int) -> dict[str, Any]:
         "synthetic": True,
         "what": "simulated TrainingTask rounds, fixed vs adaptive phase windows",
         "fixed_windows": dataclasses.asdict(fixed),
-        "adaptive": "AdaptiveTiming defaults",
+        "adaptive": "AdaptiveTiming defaults (learned windows, silent parties excluded)",
         "rounds_per_scenario": rounds * seeds,
         "seeds": seeds,
         "scenarios": rows,
@@ -195,14 +222,17 @@ def main() -> None:
     result = run(args.rounds, args.seeds)
     print(
         f"{'scenario (synthetic)':48} {'rounds/h fixed':>14} {'adaptive':>9} {'ratio':>6} "
-        f"{'missed fixed':>13} {'adaptive':>9} {'failed f/a':>11}"
+        f"{'missed fixed':>13} {'adaptive':>9} {'failed f/a':>11} "
+        f"{'win-only x':>10} {'fix+excl x':>10}"
     )
     for d in result["scenarios"]:
         print(
             f"{d['scenario']:48} {d['fixed']['rounds_per_hour']:14.2f} "
             f"{d['adaptive']['rounds_per_hour']:9.2f} {d['rounds_per_hour_ratio']:6.2f} "
             f"{d['fixed']['honest_missed']:13d} {d['adaptive']['honest_missed']:9d} "
-            f"{d['fixed']['failed_rounds']:6d}/{d['adaptive']['failed_rounds']:<4d}"
+            f"{d['fixed']['failed_rounds']:6d}/{d['adaptive']['failed_rounds']:<4d} "
+            f"{d['adaptive_windows_only']['rounds_per_hour_ratio_to_fixed']:10.2f} "
+            f"{d['fixed_with_exclusion']['rounds_per_hour_ratio_to_fixed']:10.2f}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -23,6 +23,8 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ailedger.errors import InputError
@@ -33,6 +35,7 @@ __all__ = [
     "create_private_file",
     "make_private_dir",
     "open_dir",
+    "sync_files",
     "tighten",
     "write_atomic",
 ]
@@ -47,7 +50,7 @@ _PATH = getattr(os, "O_PATH", 0)
 MAX_LINKS = 40
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The folder is opened with :func:`open_dir` (created if missing; a symlink on the way that
@@ -59,14 +62,19 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     error the temporary file is removed and ``path`` is untouched. A failure of the file system
     (a read-only folder, a full disk) or a refused symlink raises :class:`InputError` naming
     ``path``.
+
+    With ``durable=False`` neither the file nor its folder is fsynced: readers still see the
+    old file or the whole new one, but after a crash the new name may be missing or hold an
+    empty file. For many files written at once (an export), pass ``durable=False`` and then
+    call :func:`sync_files` once over all of them.
     """
     try:
-        _write_atomic(path, data, mode)
+        _write_atomic(path, data, mode, durable)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def _write_atomic(path: Path, data: bytes, mode: int, durable: bool) -> None:
     if path.name in ("", ".", ".."):
         raise IsADirectoryError(errno.EISDIR, "not a file name")
     dir_fd = open_dir(path.parent, create=True)
@@ -78,17 +86,78 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
                 os.fchmod(handle.fileno(), mode)
                 handle.write(data)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
             os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
-        # the rename itself is durable once the folder is
-        with contextlib.suppress(OSError):
-            os.fsync(dir_fd)
+        if durable:  # the rename itself is durable once the folder is
+            with contextlib.suppress(OSError):
+                os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def sync_files(paths: Iterable[Path], root: Path, *, threads: int = 32) -> None:
+    """Make files written with ``write_atomic(..., durable=False)`` durable, in one pass.
+
+    ``paths`` are files under the folder ``root``. Each is fsynced (opened ``O_NOFOLLOW``
+    relative to its folder, each folder opened once with :func:`open_dir`), from ``threads``
+    threads at once; then each folder holding one, every folder between those and ``root``,
+    and ``root``'s parent, deepest first (so that the renames, and the folders that
+    ``write_atomic`` created, are durable too). Returns once all of it is on disk.
+
+    Why concurrent per-file fsync: fsyncing the files one after another costs one journal
+    commit each on ext4 (about 3 ms here: 1,572 files took 6.2 s), the same as fsyncing inside
+    every write. Fsyncs issued together are committed together (the journal groups the
+    transactions of concurrent fsyncs): the same 1,572 files took 0.27 s from 32 threads.
+    ``syncfs(2)`` on the folder would be faster still (0.08 s) but flushes every dirty file on
+    the file system, other processes' too, so its time depends on unrelated work, and it needs
+    a ctypes call outside Python's ``os`` module; ``os.sync`` is the same for every file
+    system. A failure raises :class:`InputError` naming the path.
+    """
+    by_folder: dict[Path, list[str]] = {}
+    for path in paths:
+        by_folder.setdefault(path.parent, []).append(path.name)
+    folders: set[Path] = set()
+    for folder in by_folder:
+        folders.add(folder)
+        folders.update(p for p in folder.parents if p == root or root in p.parents)
+    folders.add(root.parent)
+    order = sorted(folders, key=lambda p: len(p.parts), reverse=True)  # deepest first
+    fds: dict[Path, int] = {}
+    try:
+        for folder in order:
+            try:
+                fds[folder] = open_dir(folder)
+            except OSError as exc:
+                raise InputError(f"cannot sync {folder}: {exc.strerror or exc}") from exc
+        jobs = [(fds[f], f, name) for f, names in by_folder.items() for name in names]
+        if jobs:
+            with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs)))) as pool:
+                for _ in pool.map(_fsync_file, jobs):  # re-raises the first failure
+                    pass
+        for folder in order:
+            with contextlib.suppress(OSError):  # as in write_atomic: not every fs syncs folders
+                os.fsync(fds[folder])
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _fsync_file(job: tuple[int, Path, str]) -> None:
+    """Fsync the file ``name`` of the folder open as ``dir_fd`` (``job``: dir_fd, folder, name)."""
+    dir_fd, folder, name = job
+    try:
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=dir_fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise InputError(f"cannot sync {folder / name}: {exc.strerror or exc}") from exc
 
 
 def open_dir(path: Path, *, create: bool = False, mode: int = 0o777) -> int:

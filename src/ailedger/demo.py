@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -27,25 +28,35 @@ from typing import Any
 
 import numpy as np
 
-from ailedger.errors import VerificationError
+from ailedger.errors import InputError, VerificationError
 from ailedger.workspace import Workspace
 
 __all__ = ["run_demo"]
 
 
-def run_demo(say: Callable[[str], None], *, keep: Path | None = None) -> dict[str, Any]:
+def run_demo(
+    say: Callable[[str], None], *, keep: Path | None = None, passphrase: str | None = None
+) -> dict[str, Any]:
     """Run the demo and return its report; ``say`` receives one line per step.
 
-    With ``keep`` the workspace is created there and left behind; otherwise in a temporary
-    folder that is removed at the end.
+    With ``keep`` (a folder that does not exist yet, or is empty) everything is created there
+    and left behind: the workspace in ``keep/workspace``, the data set and model in
+    ``keep/data``, the exported log in ``keep/export``; the report then names them and the
+    log's verifier key. Otherwise a temporary folder is used and removed at the end.
+    ``passphrase`` protects the workspace's keys (default: a random one, forgotten at the
+    end, so a kept workspace needs one to be used again).
     """
     if keep is not None:
-        return _run(keep, say)
+        keep = Path(os.path.abspath(keep))
+        if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+            raise InputError(f"--keep {keep}: give a new or empty folder")
+        keep.mkdir(parents=True, exist_ok=True)
+        return _run(keep / "workspace", say, passphrase)
     with tempfile.TemporaryDirectory(prefix="ailedger-demo-") as tmp:
-        return _run(Path(tmp) / "workspace", say)
+        return _run(Path(tmp) / "workspace", say, passphrase)
 
 
-def _run(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def _run(path: Path, say: Callable[[str], None], chosen: str | None) -> dict[str, Any]:
     from ailedger.auditlog import Anchorer, AuditLog, audited
     from ailedger.federated._demo import demo_training
     from ailedger.federated.data import load_dataset
@@ -55,7 +66,7 @@ def _run(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
     from ailedger.sentinel._demo import demo_sentinel
     from ailedger.sentinel.actions import AuditAction
 
-    passphrase = secrets.token_urlsafe(24)
+    passphrase = chosen or secrets.token_urlsafe(24)
     secret = lambda: passphrase  # noqa: E731 - a one-line callback
     say(f"1. init: a workspace with fresh keys at {path}")
     workspace = Workspace.init(path, passphrase=secret)
@@ -157,6 +168,8 @@ def _run(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
         anchor=anchor.to_json(),
         audit=verified,
         tampering_detected=True,
+        export=str(export),
+        verifier_key=verifier_key,
         ok=True,
     )
     return report

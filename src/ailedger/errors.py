@@ -7,6 +7,7 @@ enter (``raise NodeUnavailable(...) from exc``)::
     AiledgerError
     ├── InputError                 bad input from the caller (CLI exit code 2)
     ├── WorkspaceError             a workspace is missing, malformed or in use
+    │   ├── WorkspaceMissing       no workspace where one is expected (exit code 3)
     │   ├── WorkspaceLocked        another process holds the workspace's chain
     │   └── LogStoreUnavailable    the log's database server cannot be reached (exit code 3)
     ├── KeyError_                  a key cannot be read
@@ -53,6 +54,7 @@ __all__ = [
     "VerificationError",
     "WorkspaceError",
     "WorkspaceLocked",
+    "WorkspaceMissing",
     "WrongChain",
     "WrongPassphrase",
 ]
@@ -75,6 +77,12 @@ class WorkspaceError(AiledgerError):
     """A workspace is missing, malformed or unusable."""
 
     exit_code = 2
+
+
+class WorkspaceMissing(WorkspaceError):
+    """No workspace at the folder given (or found by default): it is unavailable, like a node."""
+
+    exit_code = 3
 
 
 class WorkspaceLocked(WorkspaceError):

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ailedger._fs import make_private_dir, tighten, write_atomic
 from ailedger.crypto.keys import generate_signing_key, load_public_key, load_signing_key
-from ailedger.errors import InputError, LedgerError, WorkspaceError
+from ailedger.errors import InputError, LedgerError, WorkspaceError, WorkspaceMissing
 from ailedger.ledger._settings import LedgerSettings
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ _SETTING_TYPES: dict[str, type] = {
     "request_timeout": float,
     "receipt_timeout": float,
     "poll_interval": float,
+    "priority_fee_wei": int,
+    "gas_margin": float,
 }
 
 Passphrase = Callable[[], str]
@@ -245,13 +247,13 @@ class Workspace:
             os.close(dir_fd)
 
     def _create_log(self) -> None:
-        from ailedger.auditlog.log import AuditLog, default_origin
+        from ailedger.auditlog.backend import open_log
+        from ailedger.auditlog.log import default_origin
 
         log_config = self.config.setdefault("log", {})
         log_config.setdefault("origin", default_origin(self.public_key()))
-        AuditLog.open(
-            self.log_path, origin=str(log_config["origin"]), key_path=self.log_key_path
-        ).close()
+        # in the store [log] backend names: a PostgreSQL log gets no log.sqlite
+        open_log(self).close()
 
     @classmethod
     def open(cls, path: Path) -> Workspace:
@@ -263,7 +265,7 @@ class Workspace:
         path = Path(os.path.abspath(path))
         config_path = path / "config.toml"
         if not config_path.is_file():
-            raise WorkspaceError(f"no ailedger workspace at {path}: run `ailedger init` first")
+            raise WorkspaceMissing(f"no ailedger workspace at {path}: run `ailedger init` first")
         workspace = cls(path=path, config=_read_config(config_path))
         workspace._validate()
         workspace._secure_modes()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -13,33 +11,12 @@ import pytest
 import tomli_w
 
 from ailedger.ledger._embedded import EmbeddedChain
+from tests.cli import one_line_error, run
 from tests.conftest import AnvilNode
 
 ORIGIN = "0x" + hashlib.sha256(b"cli origin").hexdigest()
 ROOT_A = "0x" + "aa" * 32
 ROOT_B = "0x" + "bb" * 32
-
-
-def run(*args: str, env: dict[str, str], check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "ailedger", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    if check is not None:
-        assert done.returncode == check, (done.returncode, done.stdout, done.stderr)
-    return done
-
-
-def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def set_chain_options(workspace: Path, **options: object) -> None:
@@ -88,10 +65,10 @@ def test_anchor_then_read_back_in_another_process(workspace: Path, env: dict[str
     assert int(status["balance_wei"]) > 0
 
 
-def test_people_text_goes_to_stderr_json_to_stdout(workspace: Path, env: dict[str, str]) -> None:
+def test_results_go_to_stdout_as_text_or_json(workspace: Path, env: dict[str, str]) -> None:
     text = run("chain", "status", "-w", str(workspace), env=env)
-    assert text.stdout == ""
-    assert "chain id" in text.stderr
+    assert text.stderr == ""
+    assert "chain id" in text.stdout
     as_json = run("chain", "status", "-w", str(workspace), "--json", env=env)
     assert json.loads(as_json.stdout)["chain_id"] > 0
 
@@ -255,7 +232,8 @@ def test_workspace_in_use_by_another_process(workspace: Path, env: dict[str, str
 
 
 def test_missing_workspace(tmp_path: Path, env: dict[str, str]) -> None:
-    done = run("chain", "status", "-w", str(tmp_path / "nowhere"), env=env, check=2)
+    # unavailable, like a node (README's exit codes): 3
+    done = run("chain", "status", "-w", str(tmp_path / "nowhere"), env=env, check=3)
     assert "run `ailedger init` first" in one_line_error(done)
 
 
@@ -276,8 +254,9 @@ def test_malformed_config(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 def test_verbose_shows_traceback(tmp_path: Path, env: dict[str, str]) -> None:
-    done = run("-vv", "chain", "status", "-w", str(tmp_path / "nowhere"), env=env, check=2)
+    done = run("-vv", "chain", "status", "-w", str(tmp_path / "nowhere"), env=env, check=3)
     assert "Traceback" in done.stderr
+    assert done.stderr.rstrip().splitlines()[-1].startswith("error: no ailedger workspace")
 
 
 def test_version_and_usage(env: dict[str, str]) -> None:
@@ -295,8 +274,8 @@ def test_key_files_are_private(tmp_path: Path, env: dict[str, str]) -> None:
         assert env["AILEDGER_PASSPHRASE"].encode() not in key.read_bytes()
 
 
-def test_demo(env: dict[str, str]) -> None:
-    done = run("demo", "--json", env=env)
+def test_demo(env: dict[str, str], tmp_path: Path) -> None:
+    done = run("demo", "--json", "--keep", str(tmp_path / "demo"), env=env)
     report = json.loads(done.stdout)
     assert report["ok"] is True
     assert report["training"]["malicious_excluded"] is True
@@ -309,3 +288,11 @@ def test_demo(env: dict[str, str]) -> None:
     assert report["audit"]["size"] >= report["decisions"] + sentinel["alerts"]
     assert report["tampering_detected"] is True
     assert "a tampered copy is rejected: entry" in done.stderr
+    # the kept workspace opens with the passphrase the demo was given
+    kept = tmp_path / "demo" / "workspace"
+    assert report["workspace"] == str(kept)
+    info = json.loads(run("log", "info", "-w", str(kept), "--json", env=env).stdout)
+    assert info["size"] == report["audit"]["size"] and info["anchors"][-1]["status"] == "final"
+    verified = run("verify", report["export"], "--key", report["verifier_key"], "-w", str(kept),
+                   "--json", env=env)  # fmt: skip
+    assert json.loads(verified.stdout)["size"] == report["audit"]["size"]

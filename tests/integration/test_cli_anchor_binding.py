@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from ailedger.ledger import AnchorRegistry, Ledger
+from tests.cli import one_line_error, run
 from tests.conftest import AnvilNode, new_signer
-from tests.integration.test_cli import one_line_error, run
 
 MAX = str(2**64 - 1)
 ZERO = "0x" + "00" * 32
@@ -122,7 +122,7 @@ def test_squatted_origin_on_the_embedded_chain(env: dict[str, str], tmp_path: Pa
     assert anchored["anchored"]["size"] == 30
     deep = verify_json("-w", str(victim), "--deep", env=env)
     assert (deep["anchors"], deep["anchors_trust"]) == (1, "operator-controlled")
-    text = run("verify", "-w", str(victim), "--deep", env=env).stderr
+    text = run("verify", "-w", str(victim), "--deep", env=env).stderr  # a note: a diagnostic
     assert "not outside evidence" in text and "witnesses" in text
     export = tmp_path / "export"
     run("log", "export", str(export), "-w", str(victim), env=env)

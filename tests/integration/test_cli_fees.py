@@ -107,7 +107,10 @@ def test_unreachable_node_is_exit_code_3(
     code, out, err = cli(monkeypatch, capsys, "fees", "history", "--rpc", url)
     assert code == 3
     assert out == ""
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    # the retries (with backoff) are progress lines on stderr, then one error line
+    errors = [line for line in err.splitlines() if "; retrying in " not in line]
+    assert "; retrying in " in err
+    assert errors[0].startswith("error: ") and len(errors) == 1
 
 
 def test_without_rpc_reads_the_workspace_chain(

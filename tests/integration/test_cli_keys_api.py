@@ -20,22 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli import one_line_error
-
-
-def run(*args: str, env: dict[str, str], check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    """``ailedger ARGS`` in its own process (a CLI start costs seconds here: used sparingly)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "ailedger", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    if check is not None:
-        assert done.returncode == check, (done.returncode, done.stdout, done.stderr)
-    return done
+from tests.cli import one_line_error, run
 
 
 def run_here(
@@ -155,7 +140,7 @@ def test_create_list_revoke_beside_a_running_holder(
     people = run_here(capsys, monkeypatch, "keys", "api", "list")
     for shown in (json.dumps(listed), people.stdout, people.stderr):
         assert token.split("_")[2] not in shown and admin_token.split("_")[2] not in shown
-    assert key_id in people.stderr and "ops team" in people.stderr
+    assert key_id in people.stdout and "ops team" in people.stdout
 
     revoked = run("keys", "api", "revoke", key_id, "--json", env=env)
     assert json.loads(revoked.stdout) == {"id": key_id, "revoked": True}
@@ -182,7 +167,7 @@ def test_bad_input_is_one_line_and_the_right_exit_code(
 
     before = listed()
     bad_scope = run_here(capsys, monkeypatch, "keys", "api", "create", "-s", "write", check=2)
-    assert "unknown scope 'write'" in one_line_error(bad_scope)
+    assert "'write' is not one of 'append', 'read', 'admin'" in one_line_error(bad_scope)
     assert bad_scope.stdout == ""
     no_scope = run_here(capsys, monkeypatch, "keys", "api", "create", check=2)
     assert "--scope" in one_line_error(no_scope)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ailedger.auditlog import _merkle
-from tests.integration.test_cli import one_line_error, run
+from tests.cli import one_line_error, run
 
 
 @pytest.fixture

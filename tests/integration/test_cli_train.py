@@ -44,18 +44,19 @@ def test_json_document_and_determinism_across_processes() -> None:
     assert other["model_digest"] != first["model_digest"]
 
 
-def test_text_output_goes_to_stderr() -> None:
+def test_text_output_goes_to_stdout_progress_to_stderr() -> None:
     done = run(*SMALL, "--model", "mlp", "--partition", "dirichlet:1")
-    assert done.stdout == ""
-    assert "final accuracy" in done.stderr
-    assert "rounds" in done.stderr
+    assert "final accuracy" in done.stdout
+    assert "rounds" in done.stdout
+    assert "final accuracy" not in done.stderr
+    assert "training 6 parties for 2 rounds" in done.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--attack", "poison"), "unknown attack 'poison'"),
-        (("--rule", "mean"), "unknown rule 'mean'"),
+        (("--attack", "poison"), "'poison' is not one of 'none', 'label_flip'"),
+        (("--rule", "mean"), "'mean' is not one of 'auto', 'fedavg'"),
         (("--clients", "4", "--malicious", "4"), "must be fewer than the clients"),
         (("--partition", "dirichlet:zero"), "dirichlet ALPHA must be a positive number"),
         (("--data", "mnist", "--data-dir", "/nonexistent/mnist"), "MNIST folder not found"),

@@ -3,28 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.integration.test_cli import one_line_error
-
-
-def run(
-    *args: str, env: dict[str, str], cwd: Path, check: int | None = 0
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "ailedger", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    if check is not None:
-        assert done.returncode == check, (done.returncode, done.stdout, done.stderr)
-    return done
+from tests.cli import one_line_error, run
 
 
 def test_relative_workspace_for_every_log_command(tmp_path: Path, env: dict[str, str]) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import one_line_error, run
 from tests.hostile_node import hostile  # noqa: F401 (fixture)
-from tests.integration.test_cli import one_line_error, run
 
 
 @pytest.fixture(scope="module")

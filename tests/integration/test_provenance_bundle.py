@@ -24,8 +24,8 @@ from ailedger.provenance.bundle import BundleMismatch, bundle_path
 from ailedger.provenance.digest import Digest, ManifestMismatch
 from ailedger.provenance.registry import register_artifact
 from ailedger.workspace import Workspace
+from tests.cli import one_line_error, run
 from tests.conftest import AnvilNode
-from tests.integration.test_cli import one_line_error, run
 
 PASSPHRASE = "bundle tests"
 

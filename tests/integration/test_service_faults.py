@@ -29,22 +29,8 @@ import httpx
 import pytest
 import tomli_w
 
+from tests.cli import run
 from tests.conftest import AnvilNode, stop_process
-
-
-def run(*args: str, env: dict[str, str], check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    """The CLI in its own process; asserts its exit code (``check``) unless None."""
-    done = subprocess.run(
-        [sys.executable, "-m", "ailedger", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    if check is not None:
-        assert done.returncode == check, (done.returncode, done.stdout, done.stderr)
-    return done
 
 
 def api_key(workspace: Path, env: dict[str, str], *scopes: str) -> tuple[str, str]:

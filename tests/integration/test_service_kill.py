@@ -22,8 +22,8 @@ from ailedger.auditlog import AuditLog, _merkle
 from ailedger.auditlog.checkpoint import open_checkpoint
 from ailedger.service.auth import ApiKeys, Scope
 from ailedger.workspace import Workspace
+from tests.cli import one_line_error, run
 from tests.conftest import stop_process
-from tests.integration.test_cli import one_line_error, run
 
 OPTIONS = ("--no-anchor", "--checkpoint-interval", "0.1")
 

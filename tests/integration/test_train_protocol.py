@@ -55,6 +55,7 @@ def test_four_processes_train_and_exclude_the_malicious_one(
     )  # fmt: skip
     out, err = create.communicate(timeout=120)
     assert create.returncode == 0, err
+    assert "creating a task for 4 parties" in err  # progress on stderr, also with --json
     created = json.loads(out)
     assert created["spec"]["quorum"] == 3
     assert [a.lower() for a in created["participants"]] == [a.lower() for a in accounts]
@@ -78,10 +79,14 @@ def test_four_processes_train_and_exclude_the_malicious_one(
     assert "Traceback" not in stranger_err
 
     results = []
-    for process in joins:
+    for i, process in enumerate(joins):
         out, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
         results.append(json.loads(out))
+        # progress on stderr, also with --json: who joined, where its blobs are, each round
+        joined = f"joined task {created['task']} as party {i} ({results[-1]['account']}), "
+        assert f"{joined}serving blobs at {results[-1]['endpoint']}" in err
+        assert "round 0: " in err
     honest, malicious = results[:3], results[3]
     assert results[1]["endpoint"] == announced
     bad = accounts[3].lower()

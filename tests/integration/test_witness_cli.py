@@ -26,8 +26,8 @@ import pytest
 import tomli_w
 
 from ailedger.auditlog.witness import verify_cosigned
+from tests.cli import one_line_error, run
 from tests.conftest import free_port, stop_process
-from tests.integration.test_cli import one_line_error, run
 
 
 @dataclass

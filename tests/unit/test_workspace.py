@@ -135,3 +135,14 @@ def test_init_refuses_a_folder_that_is_not_a_workspace(tmp_path: Path) -> None:
     with pytest.raises(WorkspaceError, match="not an ailedger workspace"):
         init(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_fee_and_gas_settings_reach_the_ledger(tmp_path: Path) -> None:
+    ws = init(tmp_path / "ws")
+    config_file = ws.path / "config.toml"
+    config = tomllib.loads(config_file.read_text())
+    config.setdefault("chain", {}).update({"priority_fee_wei": 7, "gas_margin": 1.5})
+    config_file.write_text(tomli_w.dumps(config))
+    settings = Workspace.open(ws.path).settings()
+    assert settings.priority_fee_wei == 7
+    assert settings.gas_margin == 1.5

@@ -5,7 +5,9 @@ level ``8L`` numbered ``256N`` to ``256N+255``. Each stored tile also keeps its 
 rows (the nodes of levels ``8L+1 .. 8L+7`` above those hashes), so any node of the tree is one
 lookup: a proof at any size touches at most one tile per tile level (four at 4 billion entries)
 and hashes nothing. Full tiles are written once; the one partial tile per level lives in memory
-(at most 255 hashes a level) and is saved with every commit.
+with its inner rows (at most 255 hashes a level, 502 with the rows) and is saved with every
+commit. Appending a hash to a partial tile adds only the inner nodes it completes (one on
+average), so a commit costs hashes in proportion to what it appends, not to the tile's width.
 
 The reader side implements :class:`ailedger.auditlog._merkle.HashReader` over stored-hash
 indexes (Crosby and Wallach's layout), so the proof maths of :mod:`._merkle` runs unchanged.
@@ -13,6 +15,7 @@ indexes (Crosby and Wallach's layout), so the proof maths of :mod:`._merkle` run
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -41,6 +44,24 @@ def build_rows(bottom: Sequence[bytes]) -> bytes:
     return b"".join(rows)
 
 
+def _grow(rows: list[list[bytes]]) -> None:
+    """Add to a partial tile's inner rows the nodes its bottom row's new hashes complete.
+
+    Row ``r + 1`` always holds ``len(rows[r]) // 2`` hashes; once a row gains no pair, none
+    above it changes.
+    """
+    for r in range(TILE_HEIGHT - 1):
+        row, up = rows[r], rows[r + 1]
+        start = 2 * len(up)
+        if start + 1 >= len(row):
+            return
+        up.extend([node_hash(row[i], row[i + 1]) for i in range(start, len(row) - 1, 2)])
+
+
+def _no_rows() -> list[list[bytes]]:
+    return [[] for _ in range(TILE_HEIGHT)]
+
+
 def row_offsets(width: int) -> list[int]:
     """Byte offset of each of the eight rows in a tile blob of ``width``."""
     offsets, at = [], 0
@@ -62,11 +83,6 @@ def _checked_blob(data: object, width: int, level: int, index: int) -> bytes:
     return data
 
 
-def _tile_root(blob: bytes) -> bytes:
-    top = row_offsets(TILE_WIDTH)[TILE_HEIGHT - 1]
-    return node_hash(blob[top : top + _H], blob[top + _H : top + 2 * _H])
-
-
 class TileState:
     """The tree of one log: full tiles in SQLite, partial tiles in memory.
 
@@ -77,7 +93,8 @@ class TileState:
     def __init__(self, conn: sqlite3.Connection, size: int) -> None:
         self._conn = conn
         self.size = size
-        self._partial: list[list[bytes]] = []
+        # per level, the partial tile's rows: [0] its hashes, [r] the nodes of inner row r
+        self._partial: list[list[list[bytes]]] = []
         self._dirty: set[int] = set()
         self._full_writes: list[tuple[int, int, int, bytes]] = []
         self._cache: OrderedDict[tuple[int, int], tuple[int, bytes]] = OrderedDict()
@@ -90,7 +107,7 @@ class TileState:
         level = 0
         while count > 0:
             full, width = divmod(count, TILE_WIDTH)
-            bottom: list[bytes] = []
+            rows = _no_rows()
             if width:
                 row = self._conn.execute(
                     "SELECT width, data FROM tiles WHERE level = ? AND idx = ?", (level, full)
@@ -101,8 +118,9 @@ class TileState:
                         f"for {self.size} entries"
                     )
                 data = _checked_blob(row[1], width, level, full)
-                bottom = [data[i * _H : (i + 1) * _H] for i in range(width)]
-            self._partial.append(bottom)
+                for r, at in enumerate(row_offsets(width)):
+                    rows[r] = [data[at + i * _H : at + (i + 1) * _H] for i in range(width >> r)]
+            self._partial.append(rows)
             count = full
             level += 1
 
@@ -116,20 +134,22 @@ class TileState:
     def extend(self, leaves: Sequence[bytes]) -> None:
         """Add leaf hashes in order: whole runs go into the level-0 tile at once."""
         if not self._partial:
-            self._partial.append([])
+            self._partial.append(_no_rows())
         done = 0
         while done < len(leaves):
-            bottom = self._partial[0]
-            room = TILE_WIDTH - len(bottom)
+            rows = self._partial[0]
+            room = TILE_WIDTH - len(rows[0])
             run = leaves[done : done + room]
             if len(run) < room:
-                bottom.extend(run)
+                rows[0].extend(run)
+                _grow(rows)
                 self._dirty.add(0)
                 self._partial_blob.pop(0, None)
                 self.size += len(run)
                 return
-            # the run fills the tile: the last leaf goes through _push, which closes it
-            bottom.extend(run[:-1])
+            # the run fills the tile: the last leaf goes through _push, which grows the rows
+            # and closes it
+            rows[0].extend(run[:-1])
             self._push(0, run[-1], self.size + len(run) - 1)
             self.size += len(run)
             done += len(run)
@@ -137,19 +157,21 @@ class TileState:
     def _push(self, level: int, value: bytes, position: int) -> None:
         while True:
             if level == len(self._partial):
-                self._partial.append([])
-            bottom = self._partial[level]
-            bottom.append(value)
+                self._partial.append(_no_rows())
+            rows = self._partial[level]
+            rows[0].append(value)
+            _grow(rows)
             self._dirty.add(level)
             self._partial_blob.pop(level, None)
-            if len(bottom) < TILE_WIDTH:
+            if len(rows[0]) < TILE_WIDTH:
                 return
-            blob = build_rows(bottom)
+            blob = b"".join(itertools.chain.from_iterable(rows))
             index = position // TILE_WIDTH
             self._full_writes.append((level, index, TILE_WIDTH, blob))
             self._cache_put((level, index), (TILE_WIDTH, blob))
-            self._partial[level] = []
-            value = _tile_root(blob)
+            self._partial[level] = _no_rows()
+            top = rows[TILE_HEIGHT - 1]
+            value = node_hash(top[0], top[1])
             position = index
             level += 1
 
@@ -160,7 +182,7 @@ class TileState:
         count = self.size
         for level in range(len(self._partial)):
             full = count // TILE_WIDTH
-            if level in self._dirty and self._partial[level]:
+            if level in self._dirty and self._partial[level][0]:
                 width, blob = self._partial_rows(level)
                 writes.append((level, full, width, blob))
             count = full
@@ -206,7 +228,7 @@ class TileState:
         for _ in range(level):
             count //= TILE_WIDTH
         full = count // TILE_WIDTH
-        if index == full and level < len(self._partial) and self._partial[level]:
+        if index == full and level < len(self._partial) and self._partial[level][0]:
             return self._partial_rows(level)
         if index >= full:
             raise VerificationError(f"tile {level}/{index} is beyond the tree of {self.size}")
@@ -224,10 +246,10 @@ class TileState:
         return found
 
     def _partial_rows(self, level: int) -> tuple[int, bytes]:
-        bottom = self._partial[level]
+        rows = self._partial[level]
         cached = self._partial_blob.get(level)
-        if cached is None or cached[0] != len(bottom):
-            cached = (len(bottom), build_rows(bottom))
+        if cached is None or cached[0] != len(rows[0]):
+            cached = (len(rows[0]), b"".join(itertools.chain.from_iterable(rows)))
             self._partial_blob[level] = cached
         return cached
 

@@ -6,10 +6,12 @@ A workspace's ``config.toml`` chooses in its ``[log]`` table::
     backend = "postgres"          # or "sqlite" (the default: keys/log.key and log.sqlite)
     dsn = "host=db.internal dbname=ailedger user=ailedger password=..."
 
-Both backends hold the same entries, tiles, proofs and checkpoints, byte for byte; the
-PostgreSQL one (:mod:`.pglog`) lets several processes (``ailedger serve`` replicas) share one
-log. Both use the workspace's origin (``[log] origin``, else one derived from its signing key)
-and its data key file. A DSN is never printed with its password.
+Both backends are an :class:`~ailedger.auditlog.log.AuditLog` over a different store, so
+they hold the same entries, tiles, proofs and checkpoints, byte for byte; the PostgreSQL one
+(:mod:`.pglog`) lets several processes (``ailedger serve`` replicas) share one log. Both use
+the workspace's origin (``[log] origin``, else one derived from its signing key) and its data
+key file. A workspace whose log is in PostgreSQL has no ``log.sqlite``: nothing here creates
+one. A DSN is never printed with its password.
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ from ailedger.auditlog.log import AuditLog, default_origin
 from ailedger.errors import InputError, WorkspaceError
 
 if TYPE_CHECKING:
-    from ailedger.auditlog.pglog import PostgresLog
     from ailedger.workspace import Workspace
 
 __all__ = ["BACKENDS", "Log", "LogSettings", "log_settings", "open_log"]
 
-#: either backend (for annotations): both have the same public interface
-Log: TypeAlias = "AuditLog | PostgresLog"
+#: either backend (for annotations): a PostgreSQL log is an AuditLog over another store
+Log: TypeAlias = AuditLog
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -84,12 +85,17 @@ def open_log(workspace: Workspace, *, writable: bool = True) -> Log:
     :class:`WorkspaceError`, exit code 3) when the PostgreSQL server cannot be reached.
     """
     settings = log_settings(workspace.config)
+    origin = workspace.config.get("log", {}).get("origin") or default_origin(workspace.public_key())
     if settings.backend == "sqlite":
-        return AuditLog.for_workspace(workspace, writable=writable)
+        return AuditLog.open(
+            workspace.log_path,
+            origin=str(origin),
+            writable=writable,
+            key_path=workspace.log_key_path,
+        )
     from ailedger.auditlog.pglog import PostgresLog
 
     assert settings.dsn is not None
-    origin = workspace.config.get("log", {}).get("origin") or default_origin(workspace.public_key())
     return PostgresLog.open(
         settings.dsn,
         origin=str(origin),

@@ -577,7 +577,7 @@ class LogSource:
             return None
 
     def __str__(self) -> str:
-        return str(self.log.path)
+        return str(self.log.where)
 
 
 def verify_stored(

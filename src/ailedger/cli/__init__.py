@@ -1,18 +1,23 @@
 """The ``ailedger`` command line: each command body only calls the library.
 
-Exit codes (STYLE.md): 0 ok; 1 a check failed; 2 usage error or bad input; 3 a node or service
-is unavailable. Errors print one line on stderr; ``-vv`` adds the traceback.
+Exit codes (STYLE.md, README): 0 ok; 1 a check failed (anything "not registered" too); 2 usage
+error or bad input; 3 a node, a service or the workspace is unavailable; 130 interrupted
+(Ctrl-C, one line "interrupted"). Errors print one line on stderr; ``-vv`` adds the traceback.
+Results go to stdout, progress and diagnostics to stderr (:mod:`ailedger.cli._common`).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 import warnings
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+import typer.core
 
 from ailedger import __version__
 from ailedger.cli._common import (
@@ -21,7 +26,8 @@ from ailedger.cli._common import (
     WorkspaceOpt,
     ascii_int_params,
     emit,
-    err_console,
+    global_defaults,
+    progress,
     state,
 )
 from ailedger.cli.chain import chain_app
@@ -40,9 +46,20 @@ from ailedger.errors import AiledgerError, InputError
 
 __all__ = ["app", "main"]
 
+
+class _Root(typer.core.TyperGroup):
+    """The root group: keeps the words after its own options for :func:`_root`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        ctx.meta["ailedger.rest"] = [*ctx._protected_args, *ctx.args]
+        return rest
+
+
 app = typer.Typer(
     name="ailedger",
     help="Accountable AI on a public ledger.",
+    cls=_Root,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -70,6 +87,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
+    workspace: WorkspaceOpt = None,
+    rpc: RpcOpt = None,
+    as_json: JsonOpt = False,
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="-vv shows tracebacks.")
     ] = 0,
@@ -78,7 +99,18 @@ def _root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
+    """Accountable AI on a public ledger.
+
+    --workspace, --rpc and --json may be given here, before the command, or after it.
+    """
     state.verbosity = verbose
+    given = {
+        name: value
+        for name, value in (("--workspace", workspace), ("--rpc", rpc), ("--json", as_json))
+        if value not in (None, False)
+    }
+    if given:
+        ctx.default_map = global_defaults(ctx.command, ctx.meta.get("ailedger.rest", []), given)
 
 
 @app.command()
@@ -147,15 +179,39 @@ def init(
 @app.command()
 def demo(
     keep: Annotated[
-        Path | None, typer.Option(help="Create the demo workspace here and keep it.")
+        Path | None,
+        typer.Option(
+            help="Create the demo in this new (or empty) folder and keep it: the workspace, "
+            "its data and the exported log; its keys take $AILEDGER_PASSPHRASE (or ask).",
+            show_default=False,
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the whole story on the embedded chain in a fresh temporary workspace."""
+    """Run the whole story on the embedded chain in a fresh temporary workspace.
+
+    Each step is reported on stderr as it runs; the result (with --json, the whole report)
+    goes to stdout.
+    """
     from ailedger.demo import run_demo
 
-    report = run_demo(lambda line: err_console.print(line), keep=keep)
-    emit(as_json, report, "demo finished: every check passed")
+    passphrase = passphrase_source(confirm=True)() if keep is not None else None
+    report = run_demo(progress, keep=keep, passphrase=passphrase)
+    text = "demo finished: every check passed"
+    if keep is not None:
+        ws, export = report["workspace"], report["export"]
+        text += (
+            f"\n\nThe demo is kept in {Path(ws).parent}. Use its workspace with --workspace "
+            "or:\n"
+            f"  export AILEDGER_WORKSPACE={ws}\n"
+            "  ailedger log info                 # size, origin, latest checkpoint, anchors\n"
+            "  ailedger log search --actor demo-clinic\n"
+            "  ailedger log show 0               # asks for the passphrase you gave\n"
+            "  ailedger chain status\n"
+            f"Verify its exported log as an outsider would:\n"
+            f"  ailedger verify {export} --key '{report['verifier_key']}' --workspace {ws}"
+        )
+    emit(as_json, report, text)
 
 
 def main() -> None:
@@ -165,9 +221,8 @@ def main() -> None:
     like every ailedger error, which becomes one line on stderr with the error's exit code;
     every warning is one line ``warning: ...``.
     """
-    import click
-
     warnings.showwarning = _show_warning
+    _show_progress()
     try:
         code = ascii_int_params(typer.main.get_command(app))(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as before
@@ -178,18 +233,42 @@ def main() -> None:
         _fail(InputError(exc.format_message() + where), 2)
     except click.ClickException as exc:
         _fail(InputError(exc.format_message()), exc.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("interrupted")
-        sys.exit(130)
+    except click.exceptions.Abort:  # click's form of Ctrl-C (and of EOF at a prompt)
+        _interrupted()
     except AiledgerError as exc:
         _fail(exc, exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:
         _fail(exc, 1, internal=True)
+    if code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130), returned here
+        _interrupted()
     if isinstance(code, int) and code != 0:  # typer.Exit(code) returns its code here
         sys.exit(code)
+
+
+def _show_progress() -> None:
+    """Print the library's progress messages (logger ``ailedger.progress``: lock waits, node
+    retries) as plain lines on stderr."""
+    import logging
+
+    class _Progress(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            progress(record.getMessage())
+
+    logger = logging.getLogger("ailedger.progress")
+    logger.handlers = [h for h in logger.handlers if type(h).__name__ != "_Progress"]
+    logger.addHandler(_Progress())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one line, exit code 130 (128 + SIGINT, as shells report it), no traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not interrupt this
+    sys.stderr.write("interrupted\n")
+    sys.stderr.flush()
+    sys.exit(130)
 
 
 def _show_warning(

@@ -1,10 +1,19 @@
-"""Options, output and error handling shared by every command."""
+"""Options, output and error handling shared by every command.
+
+The conventions are those of git, cosign and rekor-cli (STYLE.md, "CLI"): what a command
+produces goes to stdout (text for people, or one JSON document with ``--json``), so ``> file``
+and ``| jq`` work either way; progress, warnings and diagnostics go to stderr, with or without
+``--json``. ``--workspace``, ``--rpc`` and ``--json`` are taken before the subcommand as well as
+after it (:func:`global_defaults`).
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,13 +22,19 @@ import typer
 from rich.console import Console
 
 __all__ = [
+    "GLOBAL_OPTIONS",
     "JsonOpt",
+    "LazyChoice",
     "RpcOpt",
+    "Ticker",
     "WorkspaceOpt",
     "ascii_int",
     "ascii_int_params",
     "emit",
     "err_console",
+    "global_defaults",
+    "out_console",
+    "progress",
     "state",
 ]
 
@@ -54,6 +69,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document t
 
 # markup off: text can hold outside data (an origin, a witness reply) with [brackets] in it
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+# results for people (tables): stdout, looked up when printing so a captured stdout is used
+out_console = Console(highlight=False, soft_wrap=True, markup=False)
 
 
 class _State:
@@ -64,12 +81,105 @@ state = _State()
 
 
 def emit(as_json: bool, document: dict[str, Any], text: str | None = None) -> None:
-    """Print a command's result: JSON on stdout, or people's text on stderr."""
+    """Print a command's result on stdout: one JSON document (one line), or people's text."""
     if as_json:
         sys.stdout.write(json.dumps(document, indent=None, sort_keys=True) + "\n")
-        sys.stdout.flush()
     elif text is not None:
-        err_console.print(text)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def progress(line: str) -> None:
+    """Print a progress or status line on stderr (with or without ``--json``).
+
+    A plain write, not rich: a Ctrl-C in the middle of it leaves nothing half-buffered that
+    would swallow the "interrupted" line after it.
+    """
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class Ticker:
+    """Calls :func:`progress` at most about once a second (plain periodic lines, as on a
+    pipe or in a log file, where a live bar would be noise)."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        """``every``: seconds between two lines."""
+        self._every = every
+        self._next = time.monotonic() + every
+
+    def __call__(self, line: str, *, force: bool = False) -> None:
+        """Print ``line`` if a period has passed since the last one (or ``force``)."""
+        now = time.monotonic()
+        if force or now >= self._next:
+            progress(line)
+            self._next = now + self._every
+
+
+#: options every command that has them also takes before its subcommand, by their long name
+GLOBAL_OPTIONS = ("--workspace", "--rpc", "--json")
+
+
+def _long_name(param: click.Parameter) -> str | None:
+    return next((o for o in param.opts if o in GLOBAL_OPTIONS), None)
+
+
+def global_defaults(root: click.Command, args: list[str], given: dict[str, Any]) -> dict[str, Any]:
+    """A click ``default_map`` giving ``given`` (long option name -> value, e.g. ``--json``:
+    ``True``) as the defaults of those options in every command under ``root``.
+
+    ``args`` are the words after the root's own options (the subcommand path first); an option
+    given before a subcommand that does not take it is a usage error (exit 2) rather than
+    silently ignored.
+    """
+
+    def walk(command: click.Command) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for param in command.params:
+            name = _long_name(param)
+            if name in given and param.name is not None:
+                found[param.name] = given[name]
+        if isinstance(command, click.Group):
+            for sub_name, sub in command.commands.items():
+                found[sub_name] = walk(sub)
+        return found
+
+    leaf: click.Command = root
+    path: list[str] = []
+    for word in args:
+        if not isinstance(leaf, click.Group) or word.startswith("-"):
+            break
+        sub = leaf.commands.get(word)
+        if sub is None:
+            break  # click reports the unknown command
+        leaf, path = sub, [*path, word]
+    if not isinstance(leaf, click.Group) and "--help" not in args:
+        taken = {_long_name(p) for p in leaf.params}
+        for name in given:
+            if name not in taken:
+                raise click.UsageError(f"{name} does not apply to 'ailedger {' '.join(path)}'")
+    return walk(root)
+
+
+class LazyChoice(click.Choice[str]):
+    """A ``click.Choice`` whose values come from the library when first needed (``--help``, or
+    a value to check), so the library stays the one list and the CLI starts without importing
+    numpy for every command."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load = load
+        self._loaded: tuple[str, ...] | None = None
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        if self._loaded is None:
+            self._loaded = tuple(self._load())
+        return self._loaded
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        pass  # click.Choice.__init__ sets it; the values are loaded lazily instead
 
 
 _ASCII_INT = re.compile(r"[+-]?[0-9]{1,80}", re.ASCII)

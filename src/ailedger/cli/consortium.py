@@ -46,6 +46,7 @@ def create(
     from ailedger.workspace import Workspace
 
     ws = Workspace.open(workspace_path(workspace))
+    _ensure_sharing_key(ws)
     made = consortium_of(ws, name=name or out.stem, member_name=member_name or "")
     made.write(out)
     save_to_workspace(ws, made)
@@ -98,10 +99,20 @@ def add_member(
     ws = Workspace.open(workspace_path(workspace))
     found = read_consortium(file)
     check_fits(ws, found, str(file))
+    _ensure_sharing_key(ws)
     updated = found.with_member(member_of(ws, name=member_name or ""))
     updated.write(file)
     save_to_workspace(ws, updated)
     _show(updated, as_json, f"added {ws.keystore().address} to {file}")
+
+
+def _ensure_sharing_key(ws: Any) -> None:
+    """Make the workspace's X25519 sharing key if it has none yet (as ``keys show`` does), so
+    its member entry names the key partners grant data to."""
+    from ailedger.config import passphrase_source
+    from ailedger.provenance.sharing import sharing_public_key
+
+    sharing_public_key(ws, passphrase_source())
 
 
 def _show(consortium: Any, as_json: bool, status: str | None) -> None:

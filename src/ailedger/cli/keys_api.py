@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
+import click
 import typer
 
 from ailedger.cli._common import JsonOpt, WorkspaceOpt, emit, err_console
@@ -30,6 +31,7 @@ def create(
         typer.Option(
             "--scope",
             "-s",
+            click_type=click.Choice(["append", "read", "admin"]),
             help="append (log decisions), read (read entries and private fields) or admin "
             "(everything, erasure too); repeatable.",
             show_default=False,

@@ -6,13 +6,14 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
 
 from ailedger._input import iter_json_lines
-from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit
+from ailedger.cli._common import JsonOpt, RpcOpt, Ticker, WorkspaceOpt, emit, progress
 from ailedger.config import passphrase_source, workspace_path
 from ailedger.errors import InputError
 
@@ -86,18 +87,325 @@ def append(
 
 
 @log_app.command()
-def show(index: IndexArg, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
-    """Show entry INDEX with its private fields (unless erased)."""
-    _, log = _open(workspace, writable=False)
+def show(
+    index: IndexArg,
+    no_private: Annotated[
+        bool,
+        typer.Option(
+            "--no-private",
+            help="Show the entry without its private values (no passphrase asked).",
+        ),
+    ] = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show entry INDEX (JSON on stdout, also without --json).
+
+    Its private values (fields committed instead of logged) are shown once the workspace's
+    passphrase is given ($AILEDGER_PASSPHRASE, or asked on the terminal); erased ones are null.
+    """
+    ws, log = _open(workspace, writable=False)
     with log:
         entry = log.show(index)
+    private: dict[str, Any] | None = entry.private
+    if no_private:
+        private = None
+    elif any(value is not None for value in entry.private.values()):
+        try:
+            ws.signing_key(passphrase_source())  # a wrong passphrase: WrongPassphrase, exit 1
+        except InputError as exc:
+            raise InputError(
+                f"entry {index} has private values: {exc} (or give --no-private)"
+            ) from exc
     doc = {
         "index": entry.index,
         "leaf_hash": entry.leaf_hash.hex(),
         "record": entry.record,
-        "private": entry.private,
+        "private": private,
     }
-    emit(as_json, doc, json.dumps(doc, indent=2))
+    emit(as_json, doc, json.dumps(doc, indent=2, sort_keys=True))
+
+
+@log_app.command()
+def search(
+    actor: Annotated[
+        str | None, typer.Option(help="Entries whose actor is this (decisions).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Entries about this model: its digest (sha256:<hex> or 0x<hex>), or a prefix."
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Entries at or after this time (RFC 3339, or a date: 2026-12-01)."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Entries before this time (RFC 3339, or a date).")
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where",
+            help="FIELD=VALUE: the record's FIELD (dots for nested fields: fields.task) equals "
+            "VALUE (JSON, else text); repeat to require all.",
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many matches.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find entries by actor, model, time range or field, oldest first.
+
+    Matches go to stdout, one per line: with --json, JSON lines ({"index", "leaf_hash",
+    "record"}); else index, time, type and the record. Private values are committed, so they
+    cannot be searched. A search that finds nothing exits 0 with no output.
+    """
+    query = _Query.parse(actor=actor, model=model, since=since, until=until, where=where or [])
+    ws = _workspace(workspace)
+    found = 0
+    with _open_any(ws) as log:
+        size = log.size
+        tick = Ticker()
+        for index, data in log.entries(0, size):
+            tick(f"searched {index} of {size} entries")
+            record = query.match(data)
+            if record is None:
+                continue
+            found += 1
+            if as_json:
+                line = {"index": index, "leaf_hash": _leaf_hash(data), "record": record}
+                sys.stdout.write(json.dumps(line, sort_keys=True) + "\n")
+            else:
+                sys.stdout.write(_summary_line(index, record) + "\n")
+            if limit is not None and found >= limit:
+                break
+    sys.stdout.flush()
+    progress(f"{found} match(es) in {size} entries")
+
+
+@log_app.command()
+def info(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """The log at a glance: size, origin, latest checkpoint, anchors, where it is stored."""
+    from ailedger.auditlog.backend import log_settings
+    from ailedger.auditlog.checkpoint import Checkpoint
+
+    ws = _workspace(workspace)
+    settings = log_settings(ws.config)
+    with _open_any(ws) as log:
+        size = log.size
+        origin = log.origin
+        note = log.latest_checkpoint()
+        rows = log.anchor_rows()
+    latest = None
+    if note is not None:
+        body, _, signatures = note.decode().partition("\n\n")
+        parsed = Checkpoint.parse(body + "\n")
+        latest = {
+            "size": parsed.size,
+            "root": parsed.root_hash.hex(),
+            "signatures": sum(1 for line in signatures.splitlines() if line.startswith("— ")),
+        }
+    anchors = [
+        {
+            "size": int(size_),
+            "root": bytes(root).hex(),
+            "chain_id": int(chain_id),
+            "registry": registry,
+            "tx_hash": tx_hash,
+            "block": block,
+            "status": status,
+        }
+        for _id, size_, root, chain_id, registry, tx_hash, block, _block_hash, status in rows
+    ]
+    chain = ws.config.get("chain", {})
+    store: dict[str, str] = {"backend": settings.backend}
+    if settings.backend == "sqlite":
+        store["path"] = str(ws.log_path)
+    else:
+        from ailedger.auditlog.pglog import describe_dsn
+
+        assert settings.dsn is not None
+        store["dsn"] = describe_dsn(settings.dsn)
+    doc = {
+        "workspace": str(ws.path),
+        "origin": origin,
+        "size": size,
+        "latest_checkpoint": latest,
+        "anchors": anchors,
+        "store": store,
+        "chain": {
+            "backend": chain.get("backend"),
+            "chain_id": chain.get("chain_id"),
+            "rpc": chain.get("rpc"),
+        },
+    }
+    lines = [
+        f"origin      {origin}",
+        f"size        {size}",
+        "checkpoint  "
+        + (
+            "none yet (ailedger log checkpoint)"
+            if latest is None
+            else f"size {latest['size']}, root {latest['root']}, {latest['signatures']} "
+            "signature(s)"
+        ),
+    ]
+    if anchors:
+        top = anchors[-1]
+        lines.append(
+            f"anchors     {len(anchors)}; latest: size {top['size']}, {top['status']}, "
+            f"block {top['block']}, chain {top['chain_id']}"
+        )
+    else:
+        lines.append("anchors     none yet (ailedger log anchor)")
+    where = store.get("path") or store.get("dsn")
+    lines.append(f"store       {settings.backend} ({where})")
+    node = f", {chain.get('rpc')}" if chain.get("rpc") else ""
+    lines.append(f"chain       {chain.get('chain_id')} ({chain.get('backend')}{node})")
+    emit(as_json, doc, "\n".join(lines))
+
+
+def _workspace(workspace: Path | None) -> Any:
+    from ailedger.workspace import Workspace
+
+    return Workspace.open(workspace_path(workspace))
+
+
+def _open_any(ws: Any) -> Any:
+    """The workspace's log, read-only, in whichever store its config names."""
+    from ailedger.auditlog.backend import open_log
+
+    return open_log(ws, writable=False)
+
+
+def _leaf_hash(data: bytes) -> str:
+    from ailedger.auditlog import _merkle
+
+    return _merkle.leaf_hash(data).hex()
+
+
+def _summary_line(index: int, record: dict[str, Any]) -> str:
+    """One line for people: index, time, type (or event kind), then the record's JSON."""
+    kind = record.get("kind") if record.get("type") == "event" else record.get("type")
+    return f"{index:>7}  {record.get('time', '-')}  {kind or '-'}  " + json.dumps(
+        record, sort_keys=True, separators=(",", ":")
+    )
+
+
+class _Query:
+    """What ``log search`` looks for; every criterion given must hold (AND)."""
+
+    def __init__(
+        self,
+        *,
+        actor: str | None,
+        model: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        where: list[tuple[list[str], Any]],
+    ) -> None:
+        self.actor = actor
+        self.model = model
+        self.since = since
+        self.until = until
+        self.where = where
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        actor: str | None,
+        model: str | None,
+        since: str | None,
+        until: str | None,
+        where: list[str],
+    ) -> _Query:
+        """Check the options (InputError, exit 2, for a bad time or FIELD=VALUE)."""
+        pairs = []
+        for item in where:
+            field, sep, text = item.partition("=")
+            path = field.split(".")
+            if not sep or not all(path):
+                raise InputError(f"--where takes FIELD=VALUE (FIELD may be a.b), got {item!r}")
+            try:
+                value: Any = json.loads(text)
+            except ValueError:
+                value = text
+            pairs.append((path, value))
+        return cls(
+            actor=actor,
+            model=_model_key(model) if model is not None else None,
+            since=_time(since, "--since") if since is not None else None,
+            until=_time(until, "--until") if until is not None else None,
+            where=pairs,
+        )
+
+    def match(self, data: bytes) -> dict[str, Any] | None:
+        """The entry's record if it matches, else None (an entry that is not a JSON object
+        never matches)."""
+        try:
+            record = json.loads(data)
+        except ValueError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        if self.actor is not None and record.get("actor") != self.actor:
+            return None
+        if self.model is not None:
+            found = record.get("model")
+            if not isinstance(found, str) or not _model_key(found).startswith(self.model):
+                return None
+        if self.since is not None or self.until is not None:
+            when = record.get("time")
+            try:
+                at = _time(when, "time") if isinstance(when, str) else None
+            except InputError:
+                at = None
+            if at is None:
+                return None
+            if self.since is not None and at < self.since:
+                return None
+            if self.until is not None and at >= self.until:
+                return None
+        for path, value in self.where:
+            found = record
+            for part in path:
+                found = found.get(part, _MISSING) if isinstance(found, dict) else _MISSING
+            if found is _MISSING or not _same(found, value):
+                return None
+        return record
+
+
+_MISSING = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: ``true`` is not ``1``, ``1`` is ``1.0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _model_key(text: str) -> str:
+    """A model digest in one form (lower-case hex, no ``sha256:`` or ``0x``) for comparing."""
+    lowered = text.strip().lower()
+    for prefix in ("sha256:", "0x"):
+        if lowered.startswith(prefix):
+            return lowered[len(prefix) :]
+    return lowered
+
+
+def _time(text: str, what: str) -> datetime:
+    """An RFC 3339 time or an ISO date, as an aware datetime (no zone given: UTC)."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise InputError(
+            f"{what}: {text[:40]!r} is not a time (RFC 3339, e.g. 2026-12-01T09:30:00Z, or a date)"
+        ) from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @log_app.command()
@@ -462,16 +770,17 @@ def verify(
         text += f", {report.anchors} on-chain anchor(s) by {where['operator']} consistent"
     else:
         text += "; anchors unchecked (no chain given: --rpc URL or --workspace DIR)"
+    notes: list[str] = []  # warnings and notes: diagnostics, on stderr (also with --json)
     if report.newer_anchors:
         top = max(report.newer_anchors, key=lambda a: a.size)
-        text += (
-            f"\nwarning: this export is older than {len(report.newer_anchors)} anchor(s) of its "
+        notes.append(
+            f"warning: this export is older than {len(report.newer_anchors)} anchor(s) of its "
             f"operator (newest: size {top.size}, block {top.block_number}), which were not "
             "checked: it is verified as an older version only"
         )
     if trust == "operator-controlled":
-        text += (
-            "\nnote: these anchors are on the embedded chain, which the log's operator "
+        notes.append(
+            "note: these anchors are on the embedded chain, which the log's operator "
             "controls: they are not outside evidence (a rewritten log can be re-anchored "
             "there); witnesses are the outside check"
         )
@@ -482,11 +791,13 @@ def verify(
         ]
         text += f"\ncosigned by {len(cosigners)} witness(es): {', '.join(shown)}"
     elif where is None:
-        text += (
-            "\nwarning: neither a chain nor witnesses were checked: only the log's own key "
+        notes.append(
+            "warning: neither a chain nor witnesses were checked: only the log's own key "
             "vouches for this history, and its holder could have rewritten and re-signed it "
             "(give --witness KEY or --rpc URL)"
         )
+    for note in notes:
+        progress(note)
     emit(as_json, doc, text)
 
 

@@ -9,9 +9,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 
-from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_console
+from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_console, progress
 from ailedger.config import passphrase_source, workspace_path
 from ailedger.errors import AiledgerError, InputError
 from ailedger.provenance.digest import Digest
@@ -57,7 +58,9 @@ RegistrantOpt = Annotated[
 @provenance_app.command()
 def register(
     path: Annotated[Path, typer.Argument(help="The file or folder to register.")],
-    kind: Annotated[str, typer.Option(help="dataset or model.")],
+    kind: Annotated[
+        str, typer.Option(help="What it is.", click_type=click.Choice(["dataset", "model"]))
+    ],
     parent: Annotated[
         list[str] | None,
         typer.Option(
@@ -404,7 +407,8 @@ def seal_cmd(
         else:
             sealed = seal(ws, ledger, path, out, resource=target, passphrase=secret)
     doc = {**sealed.to_json(), "path": str(out)}
-    emit(
+    _report(
+        out,
         as_json,
         doc,
         f"sealed {path} into {out}: version {sealed.version} of {doc['resource']}, "
@@ -470,7 +474,8 @@ def open_cmd(
             opened = open_shared(ws, ledger, path, out, **options)
     doc = {**opened.to_json(), "path": str(out)}
     older = " (OLDER than a version opened before)" if opened.older else ""
-    emit(
+    _report(
+        out,
         as_json,
         doc,
         f"opened version {opened.version}{older} of {opened.owner}'s {doc['resource']}, "
@@ -486,6 +491,15 @@ def open_cmd(
 
 def _is_std(path: Path) -> bool:
     return str(path) == "-"
+
+
+def _report(out: Path, as_json: bool, doc: dict[str, Any], text: str) -> None:
+    """The command's result on stdout, unless stdout carries the data (``--out -``): then
+    the text goes to stderr, after the data."""
+    if _is_std(out):
+        progress(text)
+    else:
+        emit(as_json, doc, text)
 
 
 def _check_stdout(out: Path, as_json: bool) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_console
+from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_console, progress
 from ailedger.config import workspace_path
 from ailedger.errors import InputError
 
@@ -381,11 +381,10 @@ def watch(
             dispatcher.close(timeout=10)
         if audit_log is not None:
             audit_log.close()
-    emit(
-        False,
-        {},
+    # a status line, not a result: stdout carries the alerts (JSON lines with --json)
+    progress(
         f"stopped: {sentinel.transactions} transactions scored, {alerts} alerts, "
-        f"{retracted} retracted",
+        f"{retracted} retracted"
     )
 
 

@@ -5,10 +5,16 @@ URL) into the lock file, so another command that would write the log says so in 
 instead of waiting. The signing key is unlocked once, at start. Loopback only unless
 ``--unsafe-non-loopback`` is given. uvicorn runs on uvloop with the httptools parser when they
 are installed (the ``service`` extra), without proxy-header rewriting or a Server header.
+
+Each connection's writes are coalesced (:func:`_coalescing`): uvicorn writes a response's head
+and its body separately, two system calls and two TCP segments on a socket with ``TCP_NODELAY``;
+buffered until the event loop's current round ends they leave as one (on loopback under load
+the syscalls cost more than the rest of a small append's answer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import ipaddress
@@ -32,6 +38,82 @@ _MAX_BODY = 16 * 1024 * 1024
 def _pick(fast: str, fallback: str) -> str:
     """``fast`` when that module is installed, else ``fallback`` (uvicorn's names)."""
     return fast if importlib.util.find_spec(fast) is not None else fallback
+
+
+class _CoalescedTransport:
+    """A transport whose writes are joined and sent once the event loop's current round ends.
+
+    Everything but writing is the wrapped transport's; anything that may close or hand over
+    the connection sends what is buffered first, so bytes keep their order.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._buffer: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        """Buffer ``data``; the first write of a round schedules the flush."""
+        if not self._buffer:
+            self._loop.call_soon(self.flush)
+        self._buffer.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        """Send what is buffered, as one write."""
+        if self._buffer:
+            data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
+            self._buffer = []
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.flush()
+        self._transport.set_protocol(protocol)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._buffer))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def _coalescing(protocol: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+    """A subclass of uvicorn's HTTP ``protocol`` whose connection writes are coalesced."""
+
+    class Coalescing(protocol):  # type: ignore[misc,valid-type]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            # the request cycles write through self.transport; flow control and the
+            # addresses above keep the real one
+            self.transport = _CoalescedTransport(
+                cast("asyncio.Transport", transport), asyncio.get_running_loop()
+            )
+
+    Coalescing.__name__ = Coalescing.__qualname__ = f"Coalescing{protocol.__name__}"
+    return Coalescing
+
+
+def _http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol when installed (else h11), with coalesced writes."""
+    if importlib.util.find_spec("httptools") is not None:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return _coalescing(HttpToolsProtocol)
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return _coalescing(H11Protocol)
 
 
 def _is_loopback(host: str) -> bool:
@@ -99,6 +181,10 @@ def serve(
     anchor_seconds: Annotated[
         float, typer.Option(help="...or every T seconds, whichever comes first.")
     ] = 60.0,
+    anchor_min_gap: Annotated[
+        float,
+        typer.Option(help="Anchor at most this often, in seconds, however many entries came."),
+    ] = 5.0,
     no_anchor: Annotated[bool, typer.Option("--no-anchor", help="Do not anchor on chain.")] = False,
     max_body: Annotated[
         int, typer.Option(min=1, help="Largest request body taken, in bytes.")
@@ -128,6 +214,7 @@ def serve(
     for value, what in (
         (checkpoint_interval, "--checkpoint-interval"),
         (anchor_seconds, "--anchor-seconds"),
+        (anchor_min_gap, "--anchor-min-gap"),
     ):
         if not 0 < value < float("inf"):
             raise InputError(f"{what} must be a positive number of seconds, got {value}")
@@ -148,7 +235,7 @@ def serve(
     signing_key = ws.signing_key(passphrase)
     # the store config.toml names (SQLite, or PostgreSQL shared by replicas); both backends
     # have the same public interface (ailedger.auditlog.backend)
-    log = cast("AuditLog", open_log(ws))
+    log: AuditLog = open_log(ws)
     with contextlib.ExitStack() as stack:
         stack.callback(log.close)
         _check_published(ws, log, rpc)
@@ -170,7 +257,11 @@ def serve(
                     yield Anchorer(log=log, registry=ws.anchor_registry(ledger), key=signing_key)
 
             loop = AnchorLoop(
-                log, open_anchorer, every_entries=anchor_every, every_seconds=anchor_seconds
+                log,
+                open_anchorer,
+                every_entries=anchor_every,
+                every_seconds=anchor_seconds,
+                min_gap=anchor_min_gap,
             )
         app = create_app(ctx, max_body=max_body, signer=signer, anchor_loop=loop)
         sock = stack.enter_context(_bind(host, port))
@@ -193,7 +284,7 @@ def serve(
             # the C event loop and HTTP parser when installed (the ``service`` extra has
             # them); no X-Forwarded-* rewriting: nothing sits in front of a loopback server
             loop=_pick("uvloop", "asyncio"),
-            http=_pick("httptools", "h11"),
+            http=_http_protocol(),
             proxy_headers=False,
             server_header=False,
         )

@@ -6,9 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import click
 import typer
 
-from ailedger.cli._common import JsonOpt, emit, err_console
+from ailedger.cli._common import (
+    JsonOpt,
+    LazyChoice,
+    Ticker,
+    emit,
+    err_console,
+    out_console,
+    progress,
+)
 from ailedger.errors import InputError
 
 if TYPE_CHECKING:
@@ -18,10 +27,32 @@ __all__ = ["train_app"]
 
 train_app = typer.Typer(help="Federated training.", no_args_is_help=True)
 
+#: the data sets ``--data`` takes (ailedger.federated.data.load_dataset)
+DATA_CHOICE = click.Choice(["digits", "mnist"])
+
+
+def _attack_names() -> tuple[str, ...]:
+    from ailedger.federated.simulate import ATTACK_NAMES
+
+    return ATTACK_NAMES
+
+
+def _rule_names() -> tuple[str, ...]:
+    from ailedger.federated.aggregate import RULES
+
+    return ("auto", *RULES)
+
+
+def model_names() -> tuple[str, ...]:
+    """The models ``--model`` takes (ailedger.federated.models.MODELS)."""
+    from ailedger.federated.models import MODELS
+
+    return tuple(MODELS)
+
 
 @train_app.command("simulate")
 def simulate_command(
-    data: Annotated[str, typer.Option(help="Data set: digits or mnist.")] = "digits",
+    data: Annotated[str, typer.Option(help="Data set.", click_type=DATA_CHOICE)] = "digits",
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Folder with the four MNIST IDX gzip files (for --data mnist)."),
@@ -32,29 +63,42 @@ def simulate_command(
     attack: Annotated[
         str,
         typer.Option(
-            help="none, label_flip, sign_flip, scaling, gaussian, alie, ipm, fang_krum, "
-            "fang_trim, free_rider or reference_aware."
+            click_type=LazyChoice(_attack_names),
+            help="What the malicious parties do (sleeper: behaves for a third of the rounds, "
+            "then sign-flips).",
         ),
     ] = "none",
     rule: Annotated[
         str,
         typer.Option(
-            help="auto (reputation for at most 20 clients, else default), fedavg, median, "
-            "trimmed_mean, krum, multikrum, bulyan, clip, fltrust, default or reputation."
+            click_type=LazyChoice(_rule_names),
+            help="Aggregation rule (auto: reputation for at most 20 clients, else default).",
         ),
     ] = "auto",
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 10,
     partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
-    model: Annotated[str, typer.Option(help="logreg or mlp.")] = "logreg",
+    model: Annotated[
+        str, typer.Option(help="Model.", click_type=LazyChoice(model_names))
+    ] = "logreg",
     hidden: Annotated[int, typer.Option(help="Hidden units of the MLP.")] = 64,
     local_epochs: Annotated[int, typer.Option(help="Local SGD epochs per round.")] = 1,
     lr: Annotated[float, typer.Option(help="Clients' SGD learning rate.")] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Local mini-batch size.")] = 32,
     server_lr: Annotated[float, typer.Option(help="Step applied to the aggregate.")] = 1.0,
     contribution: Annotated[
-        str, typer.Option(help="Score contributions: none, gtg (GTG-Shapley) or exact.")
+        str,
+        typer.Option(
+            help="Score contributions (gtg: GTG-Shapley; exact: every coalition).",
+            click_type=click.Choice(["none", "gtg", "exact"]),
+        ),
     ] = "none",
+    contribution_max_clients: Annotated[
+        int,
+        typer.Option(
+            help="Largest federation whose contributions are scored (cost grows fast with it)."
+        ),
+    ] = 10,
     exclude_after: Annotated[
         int | None,
         typer.Option(help="Exclude a party flagged in at least this many rounds."),
@@ -69,7 +113,9 @@ def simulate_command(
     ] = False,
     plot: Annotated[
         Path | None,
-        typer.Option(help="Write a PNG of accuracy per round, with the honest-only baseline."),
+        typer.Option(
+            help="Write a PNG of accuracy per round: the rule, honest-only and attack-free FedAvg."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -104,14 +150,24 @@ def simulate_command(
         batch_size=batch_size,
         server_lr=server_lr,
         contribution=methods[contribution],
+        contribution_max_clients=contribution_max_clients,
         exclude_after=exclude_after,
         root_size=public_size,
         loss_evidence=loss_evidence,
         baselines=True,
     )
     dataset = load_dataset(config.data, config.data_dir, seed=config.seed)
-    if as_json or not err_console.is_terminal:
-        result = simulate(config, dataset=dataset)
+    if not err_console.is_terminal:  # plain lines on stderr, with or without --json
+        progress(f"training {config.clients} parties for {config.rounds} rounds")
+        tick = Ticker()
+        result = simulate(
+            config,
+            dataset=dataset,
+            on_round=lambda r: tick(
+                f"round {r.round + 1}/{config.rounds}: accuracy {r.test_accuracy:.4f}",
+                force=r.round + 1 == config.rounds,
+            ),
+        )
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -162,10 +218,14 @@ def _summary(result: SimulationResult, doc: dict[str, Any]) -> str:
     lines.append(f"model digest {doc['model_digest']}")
     if result.excluded:
         lines.append(f"excluded parties: {', '.join(map(str, result.excluded))}")
-    scores = result.contributions
-    if scores is not None:
-        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
-        lines.append("contribution ranking (best first): " + ", ".join(map(str, ranked)))
+    scores, ranking = result.contributions, result.contribution_ranking
+    if scores is not None and ranking is not None:
+        role = {c: " (malicious)" for c in result.malicious}
+        role |= {c: " (free rider)" for c in result.free_riders}
+        lines.append(
+            "contribution ranking (best first; untrusted or ALIE-shaped parties last): "
+            + ", ".join(f"{c} {scores[c]:+.3f}{role.get(c, '')}" for c in reversed(ranking))
+        )
     if result.standings is not None:
         marks = {"free_rider": " (free rider)", "suspect": " (suspect)", "trusted": ""}
         lines.append(
@@ -179,40 +239,11 @@ def _summary(result: SimulationResult, doc: dict[str, Any]) -> str:
 
 
 def _plot(result: SimulationResult, path: Path) -> Path:
-    """Accuracy per round of the run's rule and of the honest-only baseline, as a PNG."""
-    try:
-        import matplotlib
+    """Accuracy per round of the run's rule, with the honest-only and attack-free FedAvg
+    baselines, as a PNG (:func:`ailedger.federated.plots.plot_accuracy`)."""
+    from ailedger.federated.plots import plot_accuracy
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise InputError("--plot needs matplotlib, which is not installed") from exc
-    rounds = [r.round + 1 for r in result.rounds]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(rounds, [r.test_accuracy for r in result.rounds], marker="o", label=result.rule_used)
-    if result.honest_only_curve is not None:
-        ax.plot(
-            rounds,
-            list(result.honest_only_curve),
-            linestyle="--",
-            label="FedAvg, honest parties only",
-        )
-    c = result.config
-    ax.set_title(
-        f"{c.data}, {c.clients} clients ({c.malicious} malicious: {c.attack}), {c.partition}"
-    )
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise InputError(f"cannot write the plot to {path}: {exc.strerror or exc}") from exc
-    finally:
-        plt.close(fig)
-    return path
+    return plot_accuracy(result, path)
 
 
 def _print_table(result: SimulationResult) -> None:
@@ -230,4 +261,4 @@ def _print_table(result: SimulationResult) -> None:
             ", ".join(map(str, r.excluded)) or "-",
             f"{r.seconds:.2f}",
         )
-    err_console.print(table)
+    out_console.print(table)

@@ -8,12 +8,25 @@ import dataclasses
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
-from ailedger.cli._common import JsonOpt, RpcOpt, WorkspaceOpt, emit, err_console
-from ailedger.cli.train import train_app
+from ailedger.cli._common import JsonOpt, LazyChoice, RpcOpt, WorkspaceOpt, emit, progress
+from ailedger.cli.train import DATA_CHOICE, model_names, train_app
 
 __all__ = ["create_command", "join_command"]
+
+
+def _task_rules() -> tuple[str, ...]:
+    from ailedger.federated.aggregate import RULES
+
+    return tuple(name for name in RULES if name != "fltrust")
+
+
+def _party_attacks() -> tuple[str, ...]:
+    from ailedger.federated._classifier import PARTY_ATTACKS
+
+    return PARTY_ATTACKS
 
 
 @train_app.command("create")
@@ -27,12 +40,17 @@ def create_command(
     quorum: Annotated[
         int | None, typer.Option(help="Attestations that finalize a round (default: majority).")
     ] = None,
-    rule: Annotated[str, typer.Option(help="Aggregation rule (not fltrust).")] = "default",
-    data: Annotated[str, typer.Option(help="Data set: digits or mnist.")] = "digits",
+    rule: Annotated[
+        str,
+        typer.Option(help="Aggregation rule (not fltrust).", click_type=LazyChoice(_task_rules)),
+    ] = "default",
+    data: Annotated[str, typer.Option(help="Data set.", click_type=DATA_CHOICE)] = "digits",
     data_dir: Annotated[
         Path | None, typer.Option(help="Folder with the four MNIST IDX gzip files.")
     ] = None,
-    model: Annotated[str, typer.Option(help="logreg or mlp.")] = "logreg",
+    model: Annotated[
+        str, typer.Option(help="Model.", click_type=LazyChoice(model_names))
+    ] = "logreg",
     hidden: Annotated[int, typer.Option(help="Hidden units of the MLP.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the initial model and the partition.")] = 0,
     partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
@@ -66,8 +84,9 @@ def create_command(
     contribution: Annotated[
         str,
         typer.Option(
+            click_type=click.Choice(["gtg", "weights"]),
             help="Contribution scores: gtg (GTG-Shapley, each party evaluates coalitions) or "
-            "weights (the rule's weights, cheaper)."
+            "weights (the rule's weights, cheaper).",
         ),
     ] = "gtg",
     sized_for: Annotated[
@@ -97,6 +116,10 @@ def create_command(
     )  # fmt: skip
     ws = Workspace.open(workspace_path(workspace))
     with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:
+        progress(
+            f"creating a task for {len(addresses)} parties on chain {ledger.chain_id} "
+            f"(preparing {data} and the initial model, then one transaction) ..."
+        )
         if named is not None:
             # the parties check the registration in this workspace's registry
             where = ws.contract_address(ledger.chain_id, "ProvenanceRegistry")
@@ -147,8 +170,8 @@ def join_command(
     attack: Annotated[
         str,
         typer.Option(
-            help="Play a malicious party, for experiments: none, label_flip, scaling, "
-            "sign_flip, gaussian or free_rider."
+            click_type=LazyChoice(_party_attacks),
+            help="Play a malicious party, for experiments.",
         ),
     ] = "none",
     data_dir: Annotated[
@@ -196,6 +219,13 @@ def join_command(
         float, typer.Option(help="Seconds between looks at the chain while waiting.")
     ] = 0.2,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    model_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the final model here (.npz: params and spec), ready for "
+            "`provenance register`."
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
@@ -221,17 +251,24 @@ def join_command(
             raise InputError("config.toml [train] peer_networks is a list of CIDR strings")
         parse_networks(networks)  # a malformed one is refused before anything starts
 
-    def progress(report: RoundReport) -> None:
+    def round_done(report: RoundReport) -> None:
         for warning in report.warnings:
-            err_console.print(f"warning: round {report.round}: {warning}")
-        if not as_json:
-            err_console.print(
-                f"round {report.round}: {report.status}, own update {report.own}, "
-                f"{len(report.accepted)} aggregated, rejected {len(report.rejected)}, "
-                f"excluded {len(report.excluded)}"
-            )
+            progress(f"warning: round {report.round}: {warning}")
+        progress(
+            f"round {report.round}: {report.status}, own update {report.own}, "
+            f"{len(report.accepted)} aggregated, rejected {len(report.rejected)}, "
+            f"excluded {len(report.excluded)}"
+        )
 
     with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:
+        account = ledger.account.lower()
+        party = next((i for i, p in enumerate(ref.participants) if p.lower() == account), None)
+        joined = f"joined task {ref.task} as party {party}" if party is not None else ""
+
+        def serving(url: str) -> None:
+            if joined:
+                progress(f"{joined} ({ledger.account}), serving blobs at {url}")
+
         result = run_classifier_party(
             ref,
             ledger=ledger,
@@ -246,10 +283,12 @@ def join_command(
             mine_idle_after=mine_idle_after or None,
             timeout=timeout,
             workspace=ws,
-            on_round=progress,
+            on_round=round_done,
+            on_serving=serving,
             allowed_networks=networks,
             public_set=public_set,
             sentinel_marks=ws.path / "sentinel" / "exclusions.json",
+            model_out=model_out,
         )
     state = "excluded by the other parties" if result["excluded"] else "finished"
     emit(

@@ -4,6 +4,7 @@ and each party's local training, attacks and evaluation on its shard."""
 from __future__ import annotations
 
 import io
+import json
 import time
 import urllib.parse
 import zipfile
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ailedger._fs import write_atomic
 from ailedger._input import read_bounded
 from ailedger.errors import InputError
 from ailedger.federated.attacks import label_flip
@@ -313,8 +315,14 @@ def run_classifier_party(
     allowed_networks: Sequence[str] | None = None,
     public_set: Path | None = None,
     sentinel_marks: Path | None = None,
+    on_serving: Callable[[str], None] | None = None,
+    model_out: Path | None = None,
 ) -> dict[str, Any]:
     """Take part in the task ``ref`` as ``ledger``'s account until it finishes.
+
+    ``model_out``: write the final global model there, an ``.npz`` with ``params`` (float64,
+    the flat parameter vector) and ``spec`` (the task's model spec as JSON), the form
+    ``provenance register`` and :func:`~ailedger.provenance.load_verified` take.
 
     ``allowed_networks`` (CIDR strings) restricts whom it fetches from (see :class:`Party`).
     ``public_set`` is the local copy of the task's public validation set (reputation tasks),
@@ -368,6 +376,8 @@ def run_classifier_party(
     with BlobServer(store, host=host, port=port) as server:
         node = urllib.parse.urlsplit(ledger.url).hostname if ledger.url else None
         endpoint = announce_url(server.host, server.port, announce=announce, peer=node)
+        if on_serving is not None:  # the caller's progress line: where the blobs are served
+            on_serving(endpoint)
         party = Party(
             contract=contract,
             task=ref.task,
@@ -385,6 +395,10 @@ def run_classifier_party(
         )
         party.run(poll_interval=poll_interval, mine_idle_after=mine_idle_after, timeout=timeout)
         time.sleep(linger)
+    if model_out is not None:
+        packed = io.BytesIO()
+        np.savez(packed, params=party.params, spec=json.dumps(dict(ref.spec.extra["model"])))
+        write_atomic(model_out, packed.getvalue())
     return {
         "task": ref.task,
         "contract": ref.contract,

@@ -22,6 +22,10 @@ them. Sources:
 - reference-aware: an adaptive attack on reputation built on a public reference update
   (:mod:`.reputation`, FLTrust's trust signal), in the spirit of the adaptive attacks that
   Cao et al. 2021 (§6) and Fang et al. 2020 build against a known defence;
+- sleeper: a party that behaves for ``k`` rounds and then attacks, the "on-off" attack on
+  trust systems (Sun, Han and Liu 2008, "Defense of trust management vulnerabilities in
+  distributed networks", IEEE Communications Magazine); once awake it sign-flips, the
+  strongest standard attack against the reputation rule on the cross-silo sweep;
 - label flipping (a data attack, so not in :data:`ATTACKS`): Tolpegin et al. 2020, "Data
   poisoning attacks against federated learning systems" (ESORICS).
 """
@@ -51,6 +55,8 @@ __all__ = [
     "reference_aware",
     "scaling",
     "sign_flip",
+    "sleeper",
+    "sleeper_wake",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -310,6 +316,55 @@ def reference_aware(
     return np.tile(crafted, (o.shape[0], 1))
 
 
+def sleeper_wake(rounds: int) -> int:
+    """Default first attacking round of :func:`sleeper` for a run of ``rounds`` rounds: a
+    third of them spent behaving (at least one)."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise InputError(f"sleeper needs rounds >= 1, got {rounds!r}")
+    return max(1, rounds // 3)
+
+
+def sleeper(
+    own: npt.ArrayLike,
+    benign: npt.ArrayLike,
+    *,
+    rng: np.random.Generator | None = None,
+    round_no: int | None = None,
+    wake: int | None = None,
+    rounds: int | None = None,
+    then: str = "sign_flip",
+    **params: object,
+) -> FloatArray:
+    """Behave for ``wake`` rounds, then attack with ``ATTACKS[then]`` (default sign flipping).
+
+    ``round_no`` is the current round (0-based). Before round ``wake`` the attackers send
+    ``own`` unchanged (their honest updates), so any reputation built from agreement with
+    the honest direction grows; from round ``wake`` on they send
+    ``ATTACKS[then](own, benign, rng=rng, **params)``. ``wake`` defaults to
+    :func:`sleeper_wake` of ``rounds`` (a third of the run). Sign flipping is the default
+    because it is the standard attack that hurts the reputation rule most on the cross-silo
+    sweep (``benchmarks/federated.py --cross-silo``). Raises :class:`InputError` without
+    ``round_no``, without ``wake`` or ``rounds``, or for an unknown or recursive ``then``.
+    """
+    o, _ = _pair(own, benign)
+    if isinstance(round_no, bool) or not isinstance(round_no, int) or round_no < 0:
+        raise InputError(f"sleeper needs the current round (round_no >= 0), got {round_no!r}")
+    if wake is None:
+        if rounds is None:
+            raise InputError("sleeper needs wake= (first attacking round) or rounds=")
+        wake = sleeper_wake(rounds)
+    if isinstance(wake, bool) or not isinstance(wake, int) or wake < 0:
+        raise InputError(f"sleeper needs wake >= 0, got {wake!r}")
+    if then == "sleeper" or then not in ATTACKS:
+        raise InputError(
+            f"sleeper: unknown attack {then!r} to wake into; use one of "
+            f"{', '.join(a for a in ATTACKS if a != 'sleeper')}"
+        )
+    if round_no < wake:
+        return o.copy()
+    return ATTACKS[then](o, benign, rng=rng, **params)
+
+
 def label_flip(
     labels: npt.ArrayLike,
     num_classes: int,
@@ -348,4 +403,5 @@ ATTACKS: dict[str, Callable[..., FloatArray]] = {
     "fang_trim": fang_trim,
     "free_rider": free_rider,
     "reference_aware": reference_aware,
+    "sleeper": sleeper,
 }

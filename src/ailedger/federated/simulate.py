@@ -12,7 +12,10 @@ One round (FedAvg's loop, McMahan et al. 2017, over update vectors):
    et al. 2019. Every other name of :data:`.attacks.ATTACKS` replaces the
    malicious updates by ``attack(own, benign)`` with the honest updates the attackers would
    have sent (``own``) and every benign update of the round (``benign``): the full-knowledge
-   setting of Fang et al. 2020 and Cao et al. 2021. ``none`` leaves them honest. Extra
+   setting of Fang et al. 2020 and Cao et al. 2021; ``sleeper`` is also told the round (it
+   behaves for the first third of the rounds, or up to round ``attack_params["wake"]``, then
+   attacks with ``attack_params["then"]``, sign flipping by default). ``none`` leaves them
+   honest. Extra
    ``free_riders`` (after the malicious clients) always free-ride.
 3. The rule ``RULES[rule]`` (:mod:`.aggregate`, deterministic fixed point) aggregates the
    updates. A small public set (``root_size``, 100 examples by default, as FLTrust's root
@@ -40,6 +43,14 @@ One round (FedAvg's loop, McMahan et al. 2017, over update vectors):
    the full coalition FedAvg's model). Its utility is the accuracy on a validation set held
    out of the training data. Fixed shares ``1 / n``, rather than the mean over ``S``, make a
    zero update worth exactly nothing, where a mean would reward it for damping the step.
+   With ``contribution_scoring="rule"`` (the default) each member counts with the weight
+   the rule gave its update that round instead of ``1 / n`` (the same for FedAvg), so a
+   party the rule excluded is worth 0 that round; ``"fedavg"`` keeps ``1 / n`` whatever the
+   rule did. :attr:`SimulationResult.contribution_ranking` (``contribution_ranking=
+   "evidence"``, the default) puts parties the reputation rule does not trust and parties
+   whose updates have ALIE's shape (:func:`.contribution.alie_shape`) lowest, then orders by
+   reputation (:func:`.contribution.rank_evidence`); ``"standing"`` keeps the ranking before
+   (untrusted lowest, then the Shapley value: :func:`.contribution.rank_contributions`).
    Cost grows quickly with the number of parties, so scoring is limited to
    ``contribution_max_clients`` parties.
 6. Every round the spread-to-signal ratio ``B**2`` of the updates is computed
@@ -82,8 +93,11 @@ from ailedger.federated.attacks import ATTACKS, label_flip
 from ailedger.federated.contribution import (
     MAX_EXACT_PARTIES,
     ShapleyEstimate,
+    alie_shape,
     exact_shapley,
     gtg_shapley,
+    rank_contributions,
+    rank_evidence,
 )
 from ailedger.federated.data import Dataset, Partition, load_dataset, parse_partition, partition
 from ailedger.federated.models import MODELS, Model, make_model
@@ -155,6 +169,8 @@ class SimulationConfig:
     validation_size: int = 200
     contribution: Literal["none", "gtg", "exact"] = "none"
     contribution_max_clients: int = 10
+    contribution_scoring: Literal["rule", "fedavg"] = "rule"
+    contribution_ranking: Literal["evidence", "standing"] = "evidence"
     exclude_after: int | None = None
     exclude_fraction: float = 0.75
     free_rider_mode: Literal["zero", "previous"] = "zero"
@@ -222,6 +238,16 @@ class SimulationConfig:
         if self.contribution not in ("none", "gtg", "exact"):
             raise InputError(
                 f"unknown contribution method {self.contribution!r}; use none, gtg or exact"
+            )
+        if self.contribution_scoring not in ("rule", "fedavg"):
+            raise InputError(
+                "contribution_scoring must be 'rule' or 'fedavg', "
+                f"got {self.contribution_scoring!r}"
+            )
+        if self.contribution_ranking not in ("evidence", "standing"):
+            raise InputError(
+                "contribution_ranking must be 'evidence' or 'standing', "
+                f"got {self.contribution_ranking!r}"
             )
         limit = self.contribution_max_clients
         if self.contribution == "exact":
@@ -310,6 +336,8 @@ class SimulationResult:
     (final, per round) and ``attack_free_accuracy`` FedAvg over all parties with nobody
     attacking (None without baselines). ``warnings`` are one-line messages (the ``B**2``
     warning); ``reputation_state`` and ``standings`` are set by the reputation rule.
+    ``alie_shapes`` (with scoring) is each client's mean :func:`.contribution.alie_shape`
+    over the rounds it took part in.
     """
 
     config: SimulationConfig
@@ -329,6 +357,7 @@ class SimulationResult:
     warnings: tuple[str, ...] = ()
     reputation_state: ReputationState | None = None
     standings: tuple[dict[str, Any], ...] | None = None
+    alie_shapes: tuple[float, ...] | None = None
 
     @property
     def final_accuracy(self) -> float:
@@ -339,6 +368,25 @@ class SimulationResult:
     def final_loss(self) -> float:
         """Test cross-entropy of the final model."""
         return self.rounds[-1].test_loss
+
+    @property
+    def contribution_ranking(self) -> tuple[int, ...] | None:
+        """Clients by contribution, lowest first (None without scoring): with the reputation
+        rule, parties it does not trust (standing ``suspect`` or ``free_rider``) below the
+        trusted ones (:func:`.contribution.rank_contributions`), else by value alone; with
+        ``contribution_ranking="evidence"`` by :func:`.contribution.rank_evidence` over the
+        mean ALIE shapes (``alie_shapes``) and the reputations."""
+        if self.contributions is None:
+            return None
+        verdict = {int(s["party"]): s["verdict"] for s in self.standings or ()}
+        trusted = [verdict.get(c, "trusted") == "trusted" for c in range(len(self.contributions))]
+        if self.config.contribution_ranking == "standing" or self.alie_shapes is None:
+            return rank_contributions(self.contributions, trusted)
+        reputation = None
+        if self.reputation_state is not None:
+            state = self.reputation_state
+            reputation = [state.reputation(str(c)) / 2**20 for c in range(len(trusted))]
+        return rank_evidence(self.contributions, trusted, self.alie_shapes, reputation)
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the parameters, as a JSON-able dict."""
@@ -372,6 +420,10 @@ class SimulationResult:
             "model_digest": self.model_digest,
             "excluded": list(self.excluded),
             "contributions": None if self.contributions is None else list(self.contributions),
+            "alie_shapes": None if self.alie_shapes is None else list(self.alie_shapes),
+            "contribution_ranking": (
+                None if self.contribution_ranking is None else list(self.contribution_ranking)
+            ),
             "rounds": [r.to_json() for r in self.rounds],
         }
 
@@ -476,7 +528,12 @@ def _round_updates(
         params_for_attack = dict(config.attack_params)
         if config.attack == "scaling":
             params_for_attack.setdefault("factor", 10.0)
-        if config.attack == "reference_aware":
+        if config.attack == "sleeper":
+            params_for_attack.update(round_no=round_no)
+            params_for_attack.setdefault("rounds", config.rounds)
+        if config.attack == "reference_aware" or (
+            config.attack == "sleeper" and params_for_attack.get("then") == "reference_aware"
+        ):
             params_for_attack["reference"] = reference
         updates[attack_rows] = attack(
             updates[attack_rows],
@@ -493,16 +550,20 @@ def _contributions(
     params: FloatArray,
     updates: FloatArray,
     round_no: int,
+    weights: FloatArray,
 ) -> ShapleyEstimate:
     model = setup.model
 
     n = updates.shape[0]
     fixed = quantize(updates, where="update")
+    # scoring "rule": each member counts with the weight the rule gave it (0 if excluded)
+    w = np.full(n, 1.0 / n) if config.contribution_scoring == "fedavg" else weights
 
     def utility(coalition: frozenset[int]) -> float:
         if not coalition:
             return model.evaluate(params, setup.x_val, setup.y_val)
-        share = dequantize(fixed[sorted(coalition)].sum(axis=0)) / n
+        idx = sorted(coalition)
+        share = w[idx] @ dequantize(fixed[idx])
         return model.evaluate(params + config.server_lr * share, setup.x_val, setup.y_val)
 
     if config.contribution == "exact":
@@ -535,11 +596,16 @@ def simulate(
     previous: FloatArray | None = None
     results: list[RoundResult] = []
     cumulative = np.zeros(config.clients) if config.contribution != "none" else None
+    shape_sum = np.zeros(config.clients)
     state: ReputationState | None = None
     magnitudes = [0] * config.clients
     if rule_name == "reputation":
         state = ReputationState.initial([str(c) for c in range(config.clients)])
-    need_reference = rule_name in _NEEDS_REFERENCE or config.attack == "reference_aware"
+    need_reference = (
+        rule_name in _NEEDS_REFERENCE
+        or config.attack == "reference_aware"
+        or config.attack_params.get("then") == "reference_aware"
+    )
     warned = 0
     first_warning: str | None = None
     for round_no in range(config.rounds):
@@ -573,10 +639,14 @@ def simulate(
             first_warning = first_warning or f"round {round_no}: {warning}"
         scores: tuple[float, ...] | None = None
         if cumulative is not None:
-            estimate = _contributions(config, setup, params, updates, round_no)
+            estimate = _contributions(
+                config, setup, params, updates, round_no, np.asarray(outcome.weights)
+            )
             per_client = np.zeros(config.clients)
             per_client[active] = estimate.values
             cumulative += per_client
+            if len(active) >= 3:
+                shape_sum[active] += alie_shape(updates)
             scores = tuple(float(v) for v in per_client)
         params = params + config.server_lr * outcome.aggregate
         previous = outcome.aggregate
@@ -637,6 +707,9 @@ def simulate(
         attack_free_accuracy=attack_free,
         warnings=tuple(warnings),
         reputation_state=state,
+        alie_shapes=None
+        if cumulative is None
+        else tuple(float(v) / max(seen[c], 1) for c, v in enumerate(shape_sum)),
         standings=None
         if state is None
         else tuple(

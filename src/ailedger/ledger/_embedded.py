@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import time
@@ -208,10 +209,20 @@ class EmbeddedChain:
 def _acquire_lock(path: Path, timeout: float) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + timeout
+    said = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not said and timeout >= 1.0:  # progress for a noticeable wait (CLI: stderr)
+                logging.getLogger("ailedger.progress").info(
+                    "waiting up to %.0f s for the embedded chain in %s, in use by another "
+                    "process%s",
+                    timeout,
+                    path.parent,
+                    _read_holder(fd),
+                )
+                said = True
             if time.monotonic() >= deadline:
                 holder = _read_holder(fd)
                 os.close(fd)

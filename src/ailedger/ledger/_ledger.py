@@ -9,6 +9,7 @@ is translated here into the :mod:`ailedger.errors` tree.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -388,12 +389,23 @@ class Ledger:
         (:class:`NodeUnavailable`), at once unless the failure looks transient.
         """
         delay = self.settings.backoff
+        waited = 0.0
         for attempt in range(1, self.settings.retries + 1):
             try:
                 return request()
             except (*_TRANSIENT, NodeReplyError) as exc:
                 final = isinstance(exc, NodeReplyError) and not exc.transient
                 if attempt < self.settings.retries and not final:
+                    waited += delay
+                    if waited >= 1.0:  # progress once the wait is noticeable (CLI: stderr)
+                        logging.getLogger("ailedger.progress").info(
+                            "the node at %s did not answer (%s); retrying in %.2f s (%d of %d)",
+                            self.url,
+                            type(exc).__name__,
+                            delay,
+                            attempt + 1,
+                            self.settings.retries,
+                        )
                     time.sleep(delay)
                     delay = min(delay * 2, self.settings.backoff_max)
                     continue

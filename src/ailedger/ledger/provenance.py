@@ -32,6 +32,7 @@ __all__ = [
     "ChainGrant",
     "ChainRegistration",
     "NotOwner",
+    "NotRegisteredHere",
     "ProvenanceRegistry",
     "UnknownParent",
     "parse_address",
@@ -49,11 +50,23 @@ class AlreadyRegistered(InputError):
 
 
 class UnknownParent(InputError):
-    """A parent is not registered (parents must be registered before their children)."""
+    """A parent is not registered (parents must be registered before their children).
+
+    Exit code 1, as every "not registered" error (README); still an InputError for callers.
+    """
+
+    exit_code = 1
 
 
 class NotOwner(InputError):
     """Only the registrant of a registration may grant or revoke access to it."""
+
+
+class NotRegisteredHere(NotOwner):
+    """The digest has no registration by this account (exit code 1, as every "not
+    registered" error)."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,7 +285,7 @@ class ProvenanceRegistry:
                 f"0x{digest.hex()} is registered by {', '.join(others)}, not by this account "
                 f"{account}: only the owner may {verb} access to a registration"
             )
-        raise InputError(f"0x{digest.hex()} is not registered by this account {account}")
+        raise NotRegisteredHere(f"0x{digest.hex()} is not registered by this account {account}")
 
     def _transact_owned(self, call: Any, digest: bytes) -> Receipt:
         try:
@@ -307,7 +320,7 @@ def _translate(exc: TransactionReverted, digest: bytes) -> Exception:
     if reason == "parent not registered":
         return UnknownParent("a parent is not registered")
     if reason == "digest not registered":
-        return NotOwner(f"0x{digest.hex()} is not registered by this account")
+        return NotRegisteredHere(f"0x{digest.hex()} is not registered by this account")
     if reason in ("grant already live", "no live grant"):
         return InputError(f"0x{digest.hex()}: {reason}")
     return exc

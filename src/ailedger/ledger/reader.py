@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import re
 import threading
 import time
@@ -853,12 +854,23 @@ class ChainReader:
         """Run one exchange, retrying outages with exponential backoff (as :class:`Ledger`)."""
         delay = self._settings.backoff
         retries = self._settings.retries
+        waited = 0.0
         for attempt in range(1, retries + 1):
             try:
                 return request()
             except (*_TRANSIENT, NodeReplyError) as exc:
                 final = isinstance(exc, NodeReplyError) and not exc.transient
                 if attempt < retries and not final:
+                    waited += delay
+                    if waited >= 1.0:  # progress once the wait is noticeable (CLI: stderr)
+                        logging.getLogger("ailedger.progress").info(
+                            "%s did not answer (%s); retrying in %.2f s (%d of %d)",
+                            self._where,
+                            type(exc).__name__,
+                            delay,
+                            attempt + 1,
+                            retries,
+                        )
                     time.sleep(delay)
                     delay = min(delay * 2, self._settings.backoff_max)
                     continue

@@ -77,7 +77,28 @@ _SAFETENSORS_DTYPES = {
     "U8": "u1",
     "BOOL": "?",
 }
+# Formats numpy has no native type for; ml_dtypes provides them when it is installed.
+_SAFETENSORS_ML_DTYPES = {
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
 _MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def _safetensors_dtype(name: object) -> np.dtype[Any]:
+    """The numpy dtype of a safetensors dtype name (BF16 and F8 through ``ml_dtypes``)."""
+    if not isinstance(name, str):
+        raise KeyError(name)
+    if name in _SAFETENSORS_DTYPES:
+        return np.dtype(_SAFETENSORS_DTYPES[name])
+    extra = _SAFETENSORS_ML_DTYPES[name]
+    try:
+        import ml_dtypes
+    except ImportError as exc:
+        raise InputError(f"safetensors: {name} tensors need the ml_dtypes package") from exc
+    dtype: np.dtype[Any] = np.dtype(getattr(ml_dtypes, extra))
+    return dtype
 
 
 def load_verified(
@@ -231,7 +252,7 @@ def load_safetensors(data: bytes) -> dict[str, np.typing.NDArray[Any]]:
         if key == "__metadata__":
             continue
         try:
-            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+            dtype = _safetensors_dtype(info["dtype"])
             shape = tuple(int(d) for d in info["shape"])
             begin, end = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError) as exc:

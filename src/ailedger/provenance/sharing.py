@@ -77,7 +77,7 @@ from ailedger.errors import (
 from ailedger.ledger import Ledger, Receipt
 from ailedger.ledger.account import recover_digest_signer
 from ailedger.ledger.provenance import ChainGrant, ProvenanceRegistry, parse_address
-from ailedger.provenance.registry import provenance_registry
+from ailedger.provenance.registry import NotRegistered, provenance_registry
 from ailedger.workspace import Workspace
 
 __all__ = [
@@ -87,6 +87,7 @@ __all__ = [
     "NotEntitled",
     "OlderVersion",
     "OpenedFile",
+    "ResourceNotRegistered",
     "SealedFile",
     "Version",
     "WrongResource",
@@ -117,6 +118,13 @@ class GrantRevoked(AccessDenied):
 
 class NotARecipient(AccessDenied):
     """The sealed file carries no data key for this key (sealed before the grant, or for others)."""
+
+
+class ResourceNotRegistered(NotRegistered, InputError):
+    """The resource named has no registration by its owner (exit code 1, as every "not
+    registered" error; still an InputError for callers that catch that)."""
+
+    exit_code = 1
 
 
 class WrongResource(VerificationError):
@@ -498,7 +506,7 @@ def _recipients(
     registry = provenance_registry(workspace, ledger)
     owner = parse_address(workspace.keystore().address)
     if registry.registration(owner, resource) is None:
-        raise InputError(
+        raise ResourceNotRegistered(
             f"resource 0x{resource.hex()} is not registered by this workspace's account {owner}"
             ": only a resource's owner seals it"
         )
@@ -594,7 +602,7 @@ def _opening_key(
     (steps 1-3)."""
     key = sharing_key(workspace, passphrase)
     if registry.registration(owner, resource) is None:
-        raise InputError(f"resource 0x{resource.hex()} is not registered by {owner}")
+        raise ResourceNotRegistered(f"resource 0x{resource.hex()} is not registered by {owner}")
     if owner != parse_address(workspace.keystore().address):
         state = registry.grant_of(owner, resource, _raw(key.public_key()))
         if state.granted_block == 0:

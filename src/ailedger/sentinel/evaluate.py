@@ -7,9 +7,9 @@ detector on the training range without labels, the supervised one and a random-f
 (Breiman, "Random Forests", 2001) with them, and reports on the test range, per attack class:
 precision, recall, F1, PR-AUC (average precision) and alerts per 1,000 blocks; false alerts per
 1,000 benign transactions; and a held-out-class run per class (train without class X, test on
-benign and X). The rules are scored on the same test range as a baseline, and so is the
-combination the sentinel runs (a rule's class where a rule fires, the model's elsewhere, as
-``rules+gradient-boosting``). Labels come from a
+benign and X; only for classes present on both sides of the split). The rules are scored on
+the same test range as a baseline, and so is the combination the sentinel runs (a rule's class
+where a rule fires, the model's elsewhere, as ``rules+gradient-boosting``). Labels come from a
 separate JSON-lines file (:func:`load_labels`); only the supervised fits see them. Every figure
 and plot says the data are synthetic.
 
@@ -319,7 +319,8 @@ def evaluate(
         )
 
     held_out = []
-    for cls in sorted({t for t in truth_train if t != BENIGN}):
+    # a class absent from the test range has no F1 to report (it would read as a spurious 0)
+    for cls in sorted({t for t in truth_train if t != BENIGN} & set(truth_test)):
         keep = [i for i, t in enumerate(truth_train) if t != cls]
         y_keep = [truth_train[i] for i in keep]
         if len(set(y_keep)) < 2:

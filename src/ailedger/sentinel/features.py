@@ -335,6 +335,8 @@ class FeatureRow:
     approvals: tuple[TokenApproval, ...] = ()
     swaps: tuple[AmmSwap, ...] = ()
     lookalikes: tuple[Lookalike, ...] = ()
+    new_addresses: tuple[str, ...] = ()
+    """Recipients (plain or token) that no earlier transaction touched: first seen here."""
 
     @property
     def tx(self) -> str:
@@ -621,10 +623,13 @@ class FeatureExtractor:
         pools = {s.pool for s in swaps}
         lookalikes: list[Lookalike] = []
         new_recipients = 0
+        fresh: list[str] = []
         for src, dst, _amount in edges:
             lookalikes.extend(self._lookalikes(src, dst))
             if dst not in self._accounts:
                 new_recipients += 1
+                if dst not in fresh:
+                    fresh.append(dst)
         self._push(sender, "txs", target or "", journal)
         for src, dst, _amount in edges:
             self._push(src, "sent", dst, journal)
@@ -719,6 +724,7 @@ class FeatureExtractor:
             approvals=tuple(approvals),
             swaps=tuple(swaps),
             lookalikes=tuple(lookalikes),
+            new_addresses=tuple(fresh),
         )
 
     def _lookalikes(self, src: str, dst: str) -> list[Lookalike]:

@@ -13,7 +13,11 @@
    paths of ``u``, pushes each through the rule, and clips the quantiles across paths to the
    rule's hard bounds (the base fee moves by at most 1/8 per block). The simulation uses the
    rule in real numbers (``b * (1 + (2u - 1) / 8)``), which differs from the integer rule by
-   at most 1 wei a block.
+   at most 1 wei a block. With ``period=None`` the cycle's length is found in the history
+   itself: the candidate period (at least 1.5 cycles observed) with the largest periodogram
+   power of the gas-used ratio (Schuster's periodogram, evaluated on a grid of periods as in
+   Lomb-Scargle, Scargle, ApJ 263, 1982), kept only if that power is well above the mean
+   power (else no seasonal profile is used).
 3. :class:`FeeScheduler` decides, block by block, whether one of ailedger's own transactions
    (an anchor, a registration, an attestation) should be sent now or wait, under a latency
    bound in blocks, and which ``maxFeePerGas`` and ``maxPriorityFeePerGas`` to set. It is an
@@ -22,7 +26,9 @@
    or once only ``headroom`` blocks are left. The tip is the cheapest tip recent blocks
    included (their lowest reward percentile), raised as the deadline nears; the fee cap covers
    ``headroom`` blocks of maximal base-fee rise (``(9/8)**headroom``), so a transaction sent on
-   time is still includable when the base fee climbs.
+   time is still includable when the base fee climbs. Given the forecaster's simulated paths
+   (``forecast(..., keep_paths=True)``) it sends instead once the next base fee is at or below
+   :func:`best_threshold`, the threshold rule with the lowest mean cost over those paths.
 
 The baseline the scheduler is measured against is web3.py 8's default fee policy for a
 transaction sent at once: ``maxPriorityFeePerGas`` from the node (``eth_maxPriorityFeePerGas``)
@@ -60,6 +66,7 @@ __all__ = [
     "FeeScheduler",
     "SendDecision",
     "base_fee_bounds",
+    "best_threshold",
     "evolve_base_fees",
     "fee_history_from_blocks",
     "fee_history_from_json",
@@ -281,6 +288,7 @@ class FeeForecast:
 
     ``quantiles[h, j]`` is the ``levels[j]`` quantile (wei) of the base fee of block
     ``first + h``; ``lower[h]`` and ``upper[h]`` are the rule's hard bounds for that block.
+    ``paths[h, i]`` (when kept) is simulated path ``i``'s base fee of block ``first + h``.
     """
 
     first: int
@@ -288,6 +296,7 @@ class FeeForecast:
     quantiles: npt.NDArray[np.float64]
     lower: tuple[int, ...]
     upper: tuple[int, ...]
+    paths: npt.NDArray[np.float64] | None = None
 
     def quantile(self, level: float) -> npt.NDArray[np.float64]:
         """The ``level`` quantile for each block ahead (one of ``levels``), shape ``(ahead,)``."""
@@ -313,23 +322,26 @@ class FeeForecast:
 class BaseFeeForecaster:
     """Forecast the EIP-1559 base fee ``k`` blocks ahead (see the module docstring).
 
-    ``period`` is the seasonal period in seconds (a day) and ``bins`` how many parts it is cut
-    into; ``block_time`` (seconds) places blocks in the day when only block numbers are known
-    (fee history). The profile is used only once the history covers a whole period; before
+    ``period`` is the seasonal period in seconds (a day; None: found in the history, see the
+    module docstring, learned as ``period_``) and ``bins`` how many parts it is cut into;
+    ``block_time`` (seconds) places blocks in the day when only block numbers are known (fee
+    history). The profile is used only once the history covers a whole period; before
     that the mean ratio stands in. Learned attributes end in ``_``.
     """
 
     def __init__(
         self,
         *,
-        period: float = 86_400.0,
+        period: float | None = 86_400.0,
         bins: int = 24,
         block_time: float = 12.0,
         paths: int = 400,
         seed: int = 0,
     ) -> None:
-        if not period > 0 or not block_time > 0 or not math.isfinite(period + block_time):
-            raise InputError("period and block_time must be positive seconds")
+        if period is not None and (not period > 0 or not math.isfinite(period)):
+            raise InputError("period must be positive seconds or None")
+        if not block_time > 0 or not math.isfinite(block_time):
+            raise InputError("block_time must be positive seconds")
         if not 1 <= bins <= 10_000 or not 10 <= paths <= 100_000:
             raise InputError("bins must lie in [1, 10000] and paths in [10, 100000]")
         self.period = period
@@ -369,8 +381,10 @@ class BaseFeeForecaster:
         self.t_last_ = float(times[-1])
         step = float(np.median(np.diff(times)))
         self.step_ = step if step > 0 else self.block_time
+        found = self.period if self.period is not None else _find_period(ratios, self.step_)
+        self.period_ = found if found is not None else math.inf
         which = self._bin(times)
-        covered = float(times[-1] - times[0]) >= self.period
+        covered = float(times[-1] - times[0]) >= self.period_
         log_fees = np.log(fees[:-1])
         self.profile_ = np.full(self.bins, float(ratios.mean()))
         self.level_ = np.full(self.bins, float(log_fees.mean()))
@@ -395,12 +409,21 @@ class BaseFeeForecaster:
         return self
 
     def _bin(self, times: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-        phase = np.mod(times, self.period) / self.period
+        if not math.isfinite(self.period_):
+            return np.zeros(len(times), dtype=np.int64)
+        phase = np.mod(times, self.period_) / self.period_
         return np.minimum((phase * self.bins).astype(np.int64), self.bins - 1)
 
-    def forecast(self, ahead: int, *, levels: Sequence[float] = (0.05, 0.5, 0.95)) -> FeeForecast:
+    def forecast(
+        self,
+        ahead: int,
+        *,
+        levels: Sequence[float] = (0.05, 0.5, 0.95),
+        keep_paths: bool = False,
+    ) -> FeeForecast:
         """Quantiles of the base fee of the next ``ahead`` blocks (the first is already known
-        exactly from the last block, so its quantiles all equal it)."""
+        exactly from the last block, so its quantiles all equal it); ``keep_paths`` keeps the
+        simulated paths (shape ``(ahead, paths)``, for :meth:`FeeScheduler.decide`)."""
         if not hasattr(self, "profile_"):
             raise NotFittedError("BaseFeeForecaster is not fitted: call fit() first")
         if isinstance(ahead, bool) or not isinstance(ahead, int) or not 1 <= ahead <= 10_000:
@@ -442,8 +465,37 @@ class BaseFeeForecaster:
             np.asarray(upper, dtype=np.float64)[:, None],
         )
         return FeeForecast(
-            first=self.next_block_, levels=lv, quantiles=out, lower=tuple(lower), upper=tuple(upper)
+            first=self.next_block_,
+            levels=lv,
+            quantiles=out,
+            lower=tuple(lower),
+            upper=tuple(upper),
+            paths=paths if keep_paths else None,
         )
+
+
+def _find_period(ratios: npt.NDArray[np.float64], step: float) -> float | None:
+    """The dominant cycle of ``ratios`` in seconds (``step`` seconds a block), or None.
+
+    Periods of 8 blocks up to two thirds of the history are tried (log-spaced); a period is
+    kept when its power stands out of white noise's (see the comment below).
+    """
+    n = len(ratios)
+    if n < 24:
+        return None
+    x = ratios - ratios.mean()
+    if not np.any(x):
+        return None
+    grid = np.unique(np.geomspace(8.0, n / 1.5, num=min(400, n)).round(1))
+    t = np.arange(n, dtype=np.float64)
+    angles = 2.0 * np.pi * t[None, :] / grid[:, None]
+    power = (x @ np.cos(angles).T) ** 2 + (x @ np.sin(angles).T) ** 2
+    best = int(np.argmax(power))
+    # white noise: each power is about exponential with the mean power, so the largest of
+    # about n/2 independent ones stays below mean * (log n + 5) with probability ~1 - e^-5 / 2
+    if power[best] < (math.log(n) + 5.0) * float(np.mean(power)):
+        return None
+    return float(grid[best]) * step
 
 
 # -- 3. the scheduler ------------------------------------------------------------------------
@@ -490,12 +542,17 @@ class FeeScheduler:
         """The forecast levels :meth:`decide` reads (pass them to ``forecast``)."""
         return (self.patience,)
 
-    def tip(self, history: FeeHistory, *, waited: int = 0, recent: int = 20) -> int:
-        """The tip to offer (wei): the median over the last ``recent`` blocks of the lowest
-        reward percentile in ``history``, stepped up by 1/8 for each block of the last
+    def tip(
+        self, history: FeeHistory, *, waited: int = 0, recent: int = 20, quantile: float = 0.0
+    ) -> int:
+        """The tip to offer (wei): the ``quantile`` (default 0: the smallest, a tip one of
+        them included) over the last ``recent`` blocks of the lowest reward percentile in
+        ``history``, stepped up by 1/8 for each block of the last
         ``headroom`` (a replacement needs a higher tip anyway)."""
         rows = [row[0] for row in history.reward[-recent:] if row]
-        base = int(np.median(rows)) if rows else self.tip_floor
+        if not 0.0 <= quantile <= 1.0:
+            raise InputError(f"quantile must lie in [0, 1], got {quantile}")
+        base = int(np.quantile(rows, quantile)) if rows else self.tip_floor
         urgent = max(0, waited - (self.within - 1 - self.headroom))
         tip = max(base, self.tip_floor)
         for _ in range(urgent):
@@ -519,7 +576,39 @@ class FeeScheduler:
             return SendDecision(
                 True, cap, tip, "deadline" if forecast is not None else "no forecast"
             )
+        if forecast.paths is not None:
+            paths = forecast.paths[: left - self.headroom + 1]
+            if len(paths) < 2:
+                return SendDecision(True, cap, tip, "cheapest expected")
+            threshold = best_threshold(paths)
+            if next_base_fee <= threshold:
+                return SendDecision(True, cap, tip, "at or below the best threshold")
+            return SendDecision(False, cap, tip, f"waiting: threshold {threshold:.0f} wei")
         window = forecast.quantile(self.patience)[1 : left - self.headroom + 1]
         if len(window) == 0 or next_base_fee <= float(window.min()):
             return SendDecision(True, cap, tip, "cheapest expected")
         return SendDecision(False, cap, tip, f"waiting: {float(window.min()):.0f} wei expected")
+
+
+def best_threshold(paths: npt.NDArray[np.float64], candidates: int = 32) -> float:
+    """The base fee (wei) at or below which to send, best on average over simulated paths.
+
+    ``paths[h, i]`` is path ``i``'s base fee ``h`` blocks from now (row 0 is now, the last row
+    the deadline). A threshold policy sends at the first block whose base fee is at or below
+    the threshold, else at the deadline; among ``candidates`` thresholds (quantiles of all
+    simulated fees) this returns the one with the lowest mean base fee paid over the paths, a
+    sample-average (Monte Carlo) solution of the optimal-stopping problem restricted to
+    threshold rules (Longstaff and Schwartz, Rev. Financ. Stud. 14(1), 2001, solve the general
+    one by regression on simulated paths).
+    """
+    if paths.ndim != 2 or paths.shape[0] < 1 or paths.shape[1] < 1:
+        raise InputError(f"paths must be a non-empty (blocks, paths) array, got {paths.shape}")
+    levels = np.quantile(paths, np.linspace(0.0, 1.0, candidates))
+    hit = paths[None, :, :] <= levels[:, None, None]
+    first = np.argmax(hit, axis=1)
+    paid = np.where(
+        hit.any(axis=1),
+        np.take_along_axis(paths[None, :, :], first[:, None, :], 1)[:, 0],
+        paths[-1],
+    )
+    return float(levels[int(np.argmin(paid.mean(axis=1)))])

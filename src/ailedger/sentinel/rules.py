@@ -43,10 +43,17 @@ by :meth:`RuleEngine.scan`. The rules:
   sandwich); the two swaps, the account's swaps in other pools between them (the exploitation)
   and the payments that fund them alert.
 - **sybil_laundering** (Forta's stages again: funding, preparation, laundering): an account
-  funds fresh addresses (plain ETH to an address never seen before, then anything else within
-  ``fresh_window`` blocks); once at least ``sybil_min`` of one source's fresh addresses approve
-  or pay the same collector, every funding, approval and collection of that group alerts (the
-  earlier ones once the group is established, later ones at once).
+  funds fresh addresses: gas money (plain ETH) to an address that has never sent a transaction
+  and was first seen at most ``fresh_window`` blocks before, either in that transfer or as the
+  recipient of the same source's tokens (tokens may land first, even in the same block); then
+  anything else the source sends it. Once at least ``sybil_min`` of one source's fresh
+  addresses, within their first ``sybil_max_acts`` transactions, approve, pay (tokens, or ETH
+  above ``dust_wei``) or are pulled from (a ``transferFrom`` sent by the recipient) by the
+  same collector, every funding, approval and collection of that group alerts (the earlier
+  ones once the group is established, later ones at once), and so does the collector's own
+  funding by the source. An approved spender pulling a fresh address that someone else funded,
+  and whose only act was that approval, is this collection, not an approval drain (there is no
+  victim).
 - Fresh funded addresses also complete two other patterns: the first ones sending only
   zero-value transactions that do nothing (no token transfer, no approval), at least
   ``junk_min`` in all from one source's addresses, are a **spam_flood** (funding included);
@@ -166,6 +173,8 @@ class _Fresh:
     source: str
     block: int
     rows: list[FeatureRow] = field(default_factory=list)
+    acts: int = 0
+    """Transactions the address has sent since it was funded."""
 
 
 @dataclass(slots=True)
@@ -213,6 +222,7 @@ class RuleEngine:
         laundering_window: int = 16,
         manipulation_min_share: float = 0.05,
         sybil_min: int = 3,
+        sybil_max_acts: int = 4,
         junk_min: int = 3,
         fresh_window: int = 64,
         window: int = 256,
@@ -230,6 +240,7 @@ class RuleEngine:
         self.laundering_window = laundering_window
         self.manipulation_min_share = manipulation_min_share
         self.sybil_min = sybil_min
+        self.sybil_max_acts = sybil_max_acts
         self.junk_min = junk_min
         self.fresh_window = fresh_window
         self.spam_min_txs = spam_min_txs
@@ -252,6 +263,8 @@ class RuleEngine:
         self._approvals_alerted: OrderedDict[str, None] = OrderedDict()
         # fresh address -> who funded it; (source, collector) -> sybils; source -> spam senders
         self._fresh: OrderedDict[str, _Fresh] = OrderedDict()
+        # first seen receiving tokens, not yet given gas money: a fresh address in the making
+        self._preseen: OrderedDict[str, _Fresh] = OrderedDict()
         self._sybils: OrderedDict[tuple[str, str], _Group] = OrderedDict()
         self._junk: OrderedDict[str, _Group] = OrderedDict()
         # (victim, impostor) -> block of the poisoning: the victim paying the impostor is a loss
@@ -264,6 +277,7 @@ class RuleEngine:
             len(self._approvals)
             + len(self._drained)
             + len(self._fresh)
+            + len(self._preseen)
             + len(self._sybils)
             + len(self._junk)
             + len(self._poisoned)
@@ -275,10 +289,11 @@ class RuleEngine:
             del self._approvals[key]
         for holder in [k for k, v in self._drained.items() if v.block >= number]:
             del self._drained[holder]
-        for address in [k for k, v in self._fresh.items() if v.block >= number]:
-            del self._fresh[address]
-        for fresh in self._fresh.values():
-            fresh.rows = [r for r in fresh.rows if r.block_number < number]
+        for table in (self._fresh, self._preseen):
+            for address in [k for k, v in table.items() if v.block >= number]:
+                del table[address]
+            for fresh in table.values():
+                fresh.rows = [r for r in fresh.rows if r.block_number < number]
         for groups in (self._sybils, self._junk):
             for gk in [k for k, v in groups.items() if v.block >= number]:
                 del groups[gk]  # type: ignore[arg-type]
@@ -296,14 +311,15 @@ class RuleEngine:
         while len(self._drained) > self.max_tracked:
             self._drained.popitem(last=False)
         fresh_oldest = current - self.fresh_window
-        while self._fresh and next(iter(self._fresh.values())).block <= fresh_oldest:
-            self._fresh.popitem(last=False)
+        for fresh_table in (self._fresh, self._preseen):
+            while fresh_table and next(iter(fresh_table.values())).block <= fresh_oldest:
+                fresh_table.popitem(last=False)
         for groups in (self._sybils, self._junk):
             while groups and next(iter(groups.values())).block <= fresh_oldest:
                 groups.popitem(last=False)
         while self._poisoned and next(iter(self._poisoned.values())) <= oldest:
             self._poisoned.popitem(last=False)
-        for table in (self._fresh, self._sybils, self._junk, self._poisoned):
+        for table in (self._fresh, self._preseen, self._sybils, self._junk, self._poisoned):
             while len(table) > self.max_tracked:
                 table.popitem(last=False)
 
@@ -561,6 +577,17 @@ class RuleEngine:
                 if grant is None or row.sender == t.sender or row.sender != grant[0]:
                     continue
                 spender, allowance, _, approval_tx = grant
+                owner_funding = self._fresh.get(t.sender)
+                if (
+                    owner_funding is not None
+                    and owner_funding.source != spender
+                    and owner_funding.acts <= 1
+                ):
+                    # a fresh address funded by someone else whose only act was approving the
+                    # spender that empties it: collection among the attacker's own addresses
+                    # (Sybil), no victim. A new holder who used the address first (paid someone,
+                    # then was phished) is still a victim.
+                    continue
                 young = row.feature("sender_age_blocks") <= self.spam_new_age
                 if allowance < UNLIMITED_APPROVAL and not young:
                     continue
@@ -728,28 +755,109 @@ class RuleEngine:
     def _fresh_patterns(self, rows: Sequence[FeatureRow]) -> list[Alert]:
         alerts: list[Alert] = []
         for row in rows:
-            # funding: plain ETH to an address never seen, then anything the same source sends
-            fresh = self._fresh.get(row.to) if row.to is not None else None
-            if row.to is not None and row.value > 0 and row.feature("recipient_new") >= 1:
-                self._fresh[row.to] = _Fresh(row.sender, row.block_number, [row])
-                self._fresh.move_to_end(row.to)
-            elif fresh is not None and fresh.source == row.sender and len(fresh.rows) < 8:
-                fresh.rows.append(row)
-            for t in row.transfers:
-                held = self._fresh.get(t.recipient)
-                if held is not None and held.source == row.sender and row not in held.rows:
-                    held.rows.append(row)
+            self._track_funding(row)
+            alerts.extend(self._pulls(row))
             mine = self._fresh.get(row.sender)
             if mine is None:
                 continue
+            mine.acts += 1
             alerts.extend(self._fresh_action(row, mine))
         return alerts
+
+    def _track_funding(self, row: FeatureRow) -> None:
+        """Funding: plain ETH (gas money) to an address that has never sent a transaction and
+        was first seen at most ``fresh_window`` blocks ago, through this source's own transfers
+        (tokens may arrive first); then anything else the same source sends it."""
+        if row.new_addresses and row.transfers:
+            paid = {t.recipient for t in row.transfers if t.sender == row.sender}
+            for address in row.new_addresses:
+                if address in paid:
+                    self._preseen[address] = _Fresh(row.sender, row.block_number, [row])
+                    self._preseen.move_to_end(address)
+        to = row.to
+        fresh = self._fresh.get(to) if to is not None else None
+        if to is not None and row.value > 0 and fresh is None:
+            early = self._preseen.pop(to, None)
+            if to in row.new_addresses:
+                self._fresh[to] = _Fresh(row.sender, row.block_number, [row])
+                self._fresh.move_to_end(to)
+            elif early is not None and early.source == row.sender:
+                self._fresh[to] = _Fresh(row.sender, early.block, [*early.rows, row])
+                self._fresh.move_to_end(to)
+        elif fresh is not None and fresh.source == row.sender and len(fresh.rows) < 8:
+            fresh.rows.append(row)
+        for t in row.transfers:
+            held = self._fresh.get(t.recipient)
+            if held is not None and held.source == row.sender and row not in held.rows:
+                held.rows.append(row)
+            early = self._preseen.get(t.recipient)
+            if (
+                early is not None
+                and early.source == row.sender
+                and len(early.rows) < 8
+                and row not in early.rows
+            ):
+                early.rows.append(row)
+
+    def _pulls(self, row: FeatureRow) -> list[Alert]:
+        """A ``transferFrom`` sent by the recipient that pulls a fresh address's tokens: the
+        collector collecting (fan-in) rather than the fresh address paying it."""
+        if row.feature("selector_transfer_from") < 1:
+            return []
+        out: list[Alert] = []
+        for t in row.transfers:
+            if t.sender == row.sender or t.recipient != row.sender:
+                continue
+            member = self._fresh.get(t.sender)
+            if member is None or member.source == row.sender:
+                continue
+            out.extend(self._collect(row, t.sender, member, row.sender))
+        return out
+
+    def _collect(
+        self, row: FeatureRow, address: str, member: _Fresh, collector: str
+    ) -> list[Alert]:
+        """Fresh ``address`` (funded by ``member.source``) approved or paid ``collector``."""
+        key = (member.source, collector)
+        group = self._sybils.get(key)
+        if group is None:
+            group = self._sybils[key] = _Group(row.block_number)
+        group.members.setdefault(address, list(member.rows)).append(row)
+        if len(group.members) < self.sybil_min:
+            return []
+        group.established = True
+        reasons = (
+            Reason("stage", "laundering", "fresh addresses of one source collect"),
+            Reason("source", member.source, "funded the fresh addresses"),
+            Reason("collector", collector, "approved, paid or pulled from all of them"),
+            Reason("sybils", len(group.members), f"fresh addresses (>= {self.sybil_min})"),
+            Reason(
+                "funding_blocks",
+                row.block_number - group.block,
+                f"from the first collection (fresh for <= {self.fresh_window} blocks)",
+            ),
+        )
+        out: list[Alert] = []
+        own = self._fresh.get(collector)
+        extra = own.rows if own is not None and own.source == member.source else []
+        for member_rows in [*group.members.values(), extra]:
+            for r in member_rows:
+                if r.tx not in group.alerted:
+                    group.alerted.add(r.tx)
+                    out.append(
+                        self._alert(r, "sybil_laundering", reasons, (member.source, collector), 0.9)
+                    )
+        return out
 
     def _fresh_action(self, row: FeatureRow, mine: _Fresh) -> list[Alert]:
         """What a fresh funded address does: collect for a sybil group, spam, or poison."""
         collectors = {a.spender for a in row.approvals if a.owner == row.sender}
         collectors |= {t.recipient for t in row.transfers if t.sender == row.sender}
+        if row.to is not None and row.value > self.dust_wei and row.selector == "":
+            collectors.add(row.to)  # plain ETH sent on
         collectors.discard(mine.source)
+        if mine.acts > self.sybil_max_acts:
+            collectors.clear()  # an address in ordinary use by now, not a sybil collecting
         dust = [
             t for t in row.transfers if t.sender == row.sender and 0 < t.amount <= self.dust_tokens
         ]
@@ -769,29 +877,7 @@ class RuleEngine:
         if collectors:
             out: list[Alert] = []
             for collector in sorted(collectors):
-                key = (mine.source, collector)
-                group = self._sybils.get(key)
-                if group is None:
-                    group = self._sybils[key] = _Group(row.block_number)
-                group.members.setdefault(row.sender, list(mine.rows)).append(row)
-                if len(group.members) < self.sybil_min:
-                    continue
-                group.established = True
-                reasons = (
-                    Reason("stage", "laundering", "fresh addresses of one source collect"),
-                    Reason("source", mine.source, "funded the fresh addresses"),
-                    Reason("collector", collector, "approved or paid by all of them"),
-                    Reason("sybils", len(group.members), f"fresh addresses (>= {self.sybil_min})"),
-                )
-                for member_rows in group.members.values():
-                    for r in member_rows:
-                        if r.tx not in group.alerted:
-                            group.alerted.add(r.tx)
-                            out.append(
-                                self._alert(
-                                    r, "sybil_laundering", reasons, (mine.source, collector), 0.9
-                                )
-                            )
+                out.extend(self._collect(row, row.sender, mine, collector))
             return out
         if row.value == 0 and not row.transfers and not row.approvals and not row.swaps:
             group = self._junk.get(mine.source)

@@ -20,20 +20,27 @@ bursts. Attacks follow published taxonomies, each labelled with its source (:dat
   Attack", ACM CCS 2024), sometimes followed by the victim paying the look-alike;
 - ``approval_drain``: victims approve a drainer (phishing), the drainer ``transferFrom``\\ s
   their tokens and fans them out to fresh addresses (laundering), as in Forta's attack stages;
-- ``price_manipulation``: a large swap moves a pool's price, the attacker trades against the
-  mispriced neighbouring pools, then swaps back, in one block (Qin, Zhou, Livshits, Gervais,
-  "Attacking the DeFi Ecosystem with Flash Loans for Fun and Profit", FC 2021, §4);
+- ``price_manipulation``: a large swap (8-60% of the pool's reserve) moves a pool's price, the
+  attacker trades against the mispriced neighbouring pools, then swaps back, in one block (Qin,
+  Zhou, Livshits, Gervais, "Attacking the DeFi Ecosystem with Flash Loans for Fun and Profit",
+  FC 2021, §4); the capital a flash loan would lend arrives a few blocks before, unlabelled;
 - ``sybil_laundering``: Forta Network's attack stages (funding, preparation, exploitation,
-  laundering; Forta "Attack Detector" feed): one source funds many fresh accounts with ether
-  and tokens (fan-out, ``funding``), each approves a collector (``preparation``), then each
-  sends everything to the collector (fan-in, ``laundering``). There is no protocol here to
+  laundering; Forta "Attack Detector" feed): one source funds 3-25 fresh accounts with ether
+  and tokens, or ether alone (fan-out, ``funding``; gas money or tokens first, a few to many
+  per block, amounts spread around a common size), and after a drawn delay everything goes to
+  one fresh collector (fan-in, ``laundering``) in one of four shapes: approve the collector
+  (``preparation``) then pay it, pay it at once, approve it and let it pull with
+  ``transferFrom`` (the collector gets its gas money from the source), or send the ether on.
+  There is no protocol here to
   exploit, so this class has no ``exploitation`` stage; ``approval_drain`` and
   ``price_manipulation`` are the exploitations.
 
-Labels go to a separate JSON-lines file (``tx``, ``block``, ``class``, ``role``, ``incident``,
-``source``), never on chain. Every size, timing, count and amount is drawn from a generator
-seeded by :attr:`ScenarioConfig.seed`: the same seed gives the same chain and labels on a fresh
-node, another seed other parameters, so a detector cannot key on one script.
+Half of the attack budget is spent in the earlier part of the run and half in the later (planned
+once half of the traffic is out), so a time split finds every class on both sides. Labels go to
+a separate JSON-lines file (``tx``, ``block``, ``class``, ``role``, ``incident``, ``source``),
+never on chain. Every size, timing, count and amount is drawn from a generator seeded by
+:attr:`ScenarioConfig.seed`: the same seed gives the same chain and labels on a fresh node,
+another seed other parameters, so a detector cannot key on one script.
 """
 
 from __future__ import annotations
@@ -111,7 +118,7 @@ class ScenarioConfig:
 
     ``transactions`` counts the traffic after setup (deployments and initial funding are not
     counted and lie in their own block range). ``attack_rate`` is the share of those that
-    are labelled (0.003-0.02 when drawn). Times are in seconds.
+    are labelled (0.008-0.018 when drawn). Times are in seconds.
     """
 
     seed: int = 0
@@ -363,7 +370,7 @@ def _draw_parameters(config: ScenarioConfig, rng: random.Random) -> ScenarioPara
         pairs=rng.randint(max(2, all_pairs // 2), all_pairs),
         attack_rate=config.attack_rate
         if config.attack_rate is not None
-        else rng.uniform(0.004, 0.018),
+        else rng.uniform(0.008, 0.018),
         txs_per_block=config.txs_per_block or rng.uniform(8, 30),
         day_amplitude=config.day_amplitude
         if config.day_amplitude is not None
@@ -672,14 +679,15 @@ class _Generator:
     ) -> list[tuple[TxRequest, _Label | None]]:
         return [(tx, _Label(cls, role, incident)) for tx in txs]
 
-    def _plan_attacks(self, blocks: int) -> None:
-        """Schedule incidents over ``blocks`` traffic blocks until the attack budget is used."""
-        budget = round(self.params.attack_rate * self.config.transactions)
+    def _plan_attacks(self, low: int, high: int, budget: int, first: int) -> None:
+        """Schedule incidents between blocks ``low`` and ``high`` until ``budget`` labelled
+        transactions are used, round robin over the classes starting at class ``first``."""
         classes = list(self.config.attacks)
         if not classes or budget <= 0:
             return
-        # round robin over the classes, each with an equal share of the budget, so classes of
-        # small incidents (a sandwich is 6 transactions) get as many transactions as the others
+        classes = classes[first % len(classes) :] + classes[: first % len(classes)]
+        # each class an equal share of the budget, so classes of small incidents (a sandwich is
+        # 6 transactions) get as many transactions as the others
         per_class = budget / len(classes)
         spent = dict.fromkeys(classes, 0)
         total = 0
@@ -689,7 +697,7 @@ class _Generator:
                     continue
                 size = round(per_class * self.rng.uniform(0.2, 0.6))
                 left = max(4, min(budget - total, round(per_class - spent[cls]), size))
-                at = self.rng.randint(12, max(12, blocks - 12))
+                at = self.rng.randint(low, max(low, high))
                 self.incident += 1
                 used = int(getattr(self, f"_plan_{cls}")(at, self.incident, left))
                 spent[cls] += used
@@ -981,10 +989,20 @@ class _Generator:
         token_out = pool.token1 if token_in == pool.token0 else pool.token0
         state: dict[str, int] = {}
         tip = self._tip() * rng.randint(5, 50)
+        share = rng.uniform(0.08, 0.6)
+
+        def capital() -> list[tuple[TxRequest, _Label | None]]:
+            # the capital a flash loan would lend within the transaction; here a transfer from
+            # the treasury a few blocks before (not labelled: moving funds is not the attack)
+            need = int(pool.reserves(token_in)[0] * share * 1.2)
+            short = need - world.bal(token_in, attacker.address)
+            if short <= 0 or world.bal(token_in, self.treasury.address) < short:
+                return []
+            return [(world.transfer(self.treasury, token_in, attacker.address, short), None)]
 
         def manipulate() -> list[tuple[TxRequest, _Label | None]]:
             r_in, r_out = pool.reserves(token_in)
-            amount = min(world.bal(token_in, attacker.address), int(r_in * rng.uniform(0.1, 0.6)))
+            amount = min(world.bal(token_in, attacker.address), int(r_in * share))
             got = amount_out(amount, r_in, r_out)
             if got <= 0:
                 return []
@@ -1019,6 +1037,7 @@ class _Generator:
             )
 
         chosen = rng.sample(others, min(len(others), rng.randint(1, 2)))
+        self._add(max(1, at - rng.randint(1, 10)), _Unit(self._tip(), capital))
         self._add(at, _Unit(tip, manipulate), (pool.address, *[o.address for o in chosen]))
         for k, other in enumerate(chosen):
             self._add(at, _Unit(tip - 1000 * (k + 1), functools.partial(exploit, other)))
@@ -1026,32 +1045,59 @@ class _Generator:
         return 4 + 2 * len(chosen)
 
     def _plan_sybil_laundering(self, at: int, incident: int, left: int) -> int:
+        """Funding, (preparation,) laundering; the shape varies per incident: how many sybils,
+        tokens or ETH, gas money before or after the tokens, how the collector collects (each
+        sybil approves it then pays; pays at once; approves and the collector pulls with
+        ``transferFrom``; ETH sent on), amounts spread around a common size, and timing."""
         rng, world = self.rng, self.world
         cls = "sybil_laundering"
         source = rng.choice(self.attackers)
-        n = rng.randint(3, max(3, min(25, left // 4)))
+        n = rng.randint(3, max(3, min(25, left // 3)))
         sybils = [self._new_fresh("sybil") for _ in range(n)]
         collector = self._new_fresh("collector")
         token = rng.choice(world.tokens)
+        mode = rng.choice(("approve_pay", "pay", "pull", "eth"))
+        tokens_first = rng.random() < 0.5
+        per_block = rng.randint(1, 12)
+        spread = rng.uniform(0.0, 0.4)
         per = world.bal(token, source.address) // (4 * n)
+        wait = rng.randint(2, 12)
         count = 0
+        end = at + (n - 1) // per_block
+        if mode == "pull":
+            # the collector needs gas money for its transferFrom calls: from the same source
+            gas = int(rng.uniform(0.05, 0.3) * _E18)
+            tx = TxRequest(source, collector.address, b"", gas, 21_000)
+            self._add(at, _Unit(self._tip(), _fixed(cls, "funding", incident, [tx])))
+            count += 1
         for i, s in enumerate(sybils):
-            eth = TxRequest(source, s.address, b"", int(rng.uniform(0.05, 0.5) * _E18), 21_000)
-            self._add(
-                at + i // 10,
-                _Unit(self._tip(), _fixed(cls, "funding", incident, [eth])),
-            )
+            block = at + i // per_block
+            value = int(rng.uniform(0.05, 0.5) * _E18)
+            if mode == "eth":
+                value = int(rng.uniform(0.5, 5.0) * _E18)
+            eth = TxRequest(source, s.address, b"", value, 21_000)
+            tips = sorted((self._tip(), self._tip()))
+            # which lands first in the block (the higher tip): the gas money or the tokens
+            eth_tip, token_tip = tips if tokens_first else tips[::-1]
+            units: list[_Unit] = [_Unit(eth_tip, _fixed(cls, "funding", incident, [eth]))]
+            share = 1.0 + rng.uniform(-spread, spread)
 
-            def fund_token(s: Wallet = s) -> list[tuple[TxRequest, _Label | None]]:
+            def fund_token(
+                s: Wallet = s, share: float = share
+            ) -> list[tuple[TxRequest, _Label | None]]:
                 # the source may have spent on other incidents since this one was planned
-                amount = min(per, world.bal(token, source.address) // 2)
+                amount = min(int(per * share), world.bal(token, source.address) // 2)
                 if amount <= 0:
                     return []
                 txs = [world.transfer(source, token, s.address, amount)]
                 return self._labelled(cls, "funding", incident, txs)
 
-            self._add(at + i // 10, _Unit(self._tip(), fund_token))
-            stage = at + n // 10 + rng.randint(2, 8)
+            if mode != "eth":
+                units.append(_Unit(token_tip, fund_token))
+            for unit in units:
+                self._add(block, unit)
+            count += len(units)
+            stage = end + wait + rng.randint(0, 6)
 
             def prepare(s: Wallet = s) -> list[tuple[TxRequest, _Label | None]]:
                 data = world.erc20.encode("approve", collector.address, _MAX_UINT)
@@ -1061,8 +1107,6 @@ class _Generator:
                     incident,
                     [TxRequest(s, token, data, 0, world.gas(s, "approve"))],
                 )
-
-            self._add(stage, _Unit(self._tip(), prepare))
 
             def collect(s: Wallet = s) -> list[tuple[TxRequest, _Label | None]]:
                 amount = world.bal(token, s.address)
@@ -1075,8 +1119,44 @@ class _Generator:
                     [world.transfer(s, token, collector.address, amount)],
                 )
 
-            self._add(stage + rng.randint(2, 6), _Unit(self._tip(), collect))
-            count += 4
+            def pull(s: Wallet = s) -> list[tuple[TxRequest, _Label | None]]:
+                amount = world.bal(token, s.address)
+                if amount <= 0:
+                    return []
+                world.move(token, s.address, collector.address, amount)
+                data = world.erc20.encode("transferFrom", s.address, collector.address, amount)
+                return self._labelled(
+                    cls,
+                    "laundering",
+                    incident,
+                    [TxRequest(collector, token, data, 0, world.gas(collector, "transfer_from"))],
+                )
+
+            def send_eth(
+                s: Wallet = s, value: int = value
+            ) -> list[tuple[TxRequest, _Label | None]]:
+                # everything but the gas this transfer costs (priced well above the base fee)
+                keep = 21_000 * 1_000 * _GWEI
+                if value <= keep:
+                    return []
+                tx = TxRequest(s, collector.address, b"", value - keep, 21_000)
+                return self._labelled(cls, "laundering", incident, [tx])
+
+            later = stage + rng.randint(1, 6)
+            if mode == "approve_pay":
+                self._add(stage, _Unit(self._tip(), prepare))
+                self._add(later, _Unit(self._tip(), collect))
+                count += 2
+            elif mode == "pay":
+                self._add(stage, _Unit(self._tip(), collect))
+                count += 1
+            elif mode == "pull":
+                self._add(stage, _Unit(self._tip(), prepare))
+                self._add(later, _Unit(self._tip(), pull))
+                count += 2
+            else:
+                self._add(stage, _Unit(self._tip(), send_eth))
+                count += 1
         return count
 
     # -- main loop ---------------------------------------------------------------------------
@@ -1087,8 +1167,15 @@ class _Generator:
         setup = self._setup()
         # the collector of Sybil funds needs gas for nothing; fresh sybils need ETH: they get
         # it on chain from the source (funding stage)
-        expected_blocks = max(2, int(self.config.transactions / self.params.txs_per_block))
-        self._plan_attacks(expected_blocks)
+        # the attack budget in two halves: the earlier one planned now, over the blocks the
+        # traffic should take at its nominal rate (the daily cycle and bursts change the real
+        # count, so only the first 40% of them); the later one once half of the traffic is
+        # out, over the blocks the second half will take at the rate seen so far. A time split
+        # then finds every class on both sides.
+        budget = round(self.params.attack_rate * self.config.transactions)
+        expected = max(2, int(self.config.transactions / self.params.txs_per_block))
+        self._plan_attacks(12, int(expected * 0.4) - 16, budget // 2, 0)
+        later_planned = False
         self.labels_path.parent.mkdir(parents=True, exist_ok=True)
         total = 0
         first_block: int | None = None
@@ -1099,6 +1186,11 @@ class _Generator:
         with self.labels_path.open("w", encoding="utf-8") as sink:
             while total < self.config.transactions or any(k >= index for k in self.schedule):
                 index += 1
+                if not later_planned and total >= self.config.transactions // 2:
+                    later_planned = True
+                    self._plan_attacks(
+                        index + 12, index + int(index * 0.85) - 24, budget - budget // 2, 3
+                    )
                 if burst_left == 0 and self.rng.random() < self.params.burst_probability:
                     burst_left = self.params.burst_length
                 burst = burst_left > 0

@@ -20,7 +20,14 @@ window, every round; a window that is too short drops slow honest parties instea
    each round, Buchman, Kwon and Milosevic, arXiv:1807.04938, 2018); the extra factor then
    shrinks by ``shrink`` each round that passes without a miss, so windows fall back slowly;
 4. windows stay within ``[minimum, maximum]`` blocks; until every live party has been seen
-   ``warmup`` times in a phase, its window is at least the ``initial`` (fixed) one.
+   ``warmup`` times in a phase, its window is at least the ``initial`` (fixed) one;
+5. a party that acted in no phase for ``exclude_after`` rounds is proposed for exclusion
+   (:meth:`AdaptiveTiming.to_exclude`): ``TrainingTask.vote_exclude`` lowers the task's
+   ``active`` count once a quorum voted, and the contract closes commit, reveal and attest
+   early once ``active`` parties acted, so an excluded silent party no longer costs a whole
+   window every round. This is how consensus engines stop waiting on a crashed replica:
+   they remove it from the validator set (a reconfiguration), rather than time it out
+   forever. Exclusion never takes the active parties below the quorum.
 
 The windows are in blocks; :meth:`AdaptiveTiming.observe_block_time` keeps a decayed estimate
 of the block interval so a caller can also convert a latency measured in seconds.
@@ -107,6 +114,7 @@ class AdaptiveTiming:
         minimum: int = 2,
         maximum: int = 2**16,
         warmup: int = 5,
+        exclude_after: int | None = 3,
     ) -> None:
         self.parties = tuple(dict.fromkeys(parties))
         if not self.parties:
@@ -119,6 +127,9 @@ class AdaptiveTiming:
             raise InputError("decay and shrink must lie in (0, 1], growth be at least 1")
         if not 1 <= minimum <= maximum <= 2**32 or memory < 1 or forget < 1:
             raise InputError("need 1 <= minimum <= maximum <= 2**32, memory and forget >= 1")
+        if exclude_after is not None and exclude_after < 1:
+            raise InputError(f"exclude_after must be at least 1 round or None, got {exclude_after}")
+        self.exclude_after = exclude_after
         self._known = frozenset(self.parties)
         self.quorum = quorum
         self.initial = initial or PhaseWindows(40, 40, 40)
@@ -234,6 +245,21 @@ class AdaptiveTiming:
         """Parties that acted in ``phase`` within the last ``forget`` rounds."""
         return tuple(p for p in self.parties if self._live(p, _check_phase(phase)))
 
+    def to_exclude(self, among: Iterable[str] | None = None) -> tuple[str, ...]:
+        """Parties of ``among`` (default: all) that acted in no phase in the last
+        ``exclude_after`` rounds, to vote out; at most as many as keep ``quorum`` of ``among``.
+        Empty when ``exclude_after`` is None."""
+        pool = self.parties if among is None else tuple(self._check_party(p) for p in among)
+        if self.exclude_after is None or self.round < self.exclude_after:
+            return ()
+        silent = []
+        for p in pool:
+            seen = [self._last_seen.get((p, ph)) for ph in PHASES]
+            last = max((r for r in seen if r is not None), default=None)
+            if last is None or self.round - last > self.exclude_after:
+                silent.append(p)
+        return tuple(silent[: max(0, len(pool) - self.quorum)])
+
     def _live(self, party: str, phase: str) -> bool:
         seen = self._last_seen.get((party, phase))
         return seen is not None and self.round - seen < self.forget
@@ -280,7 +306,9 @@ def simulate_rounds(
     soon as ``quorum`` attested (the simulation has every honest party attest the same digest);
     a phase otherwise lasts its whole window, and a round failed if fewer than ``quorum``
     attested in time. An adaptive policy observes every finite latency, also late ones: a late
-    transaction still lands in a block (reverted), which dates it.
+    transaction still lands in a block (reverted), which dates it; after each round the parties
+    it proposes (:meth:`AdaptiveTiming.to_exclude`) are excluded from the later rounds, as a
+    quorum's ``vote_exclude`` does (an excluded party that acts again counts as missed).
     """
     if not latencies:
         raise InputError("no rounds to simulate")
@@ -292,13 +320,16 @@ def simulate_rounds(
     )
     blocks = missed = failed = 0
     per_round: list[int] = []
+    excluded: set[int] = set()
     for row in latencies:
         before = blocks
         if len(row) != len(names) or any(len(cell) != len(PHASES) for cell in row):
             raise InputError(f"each round needs {len(names)} parties x {len(PHASES)} phases")
         windows = adaptive.windows() if adaptive is not None else policy
         assert isinstance(windows, PhaseWindows)
-        acting = list(range(len(names)))
+        members = [i for i in range(len(names)) if i not in excluded]
+        missed += sum(1 for i in excluded if math.isfinite(float(row[i][0])))
+        acting = list(members)
         for k, phase in enumerate(PHASES):
             window = windows.of(phase)
             lat = {i: float(row[i][k]) for i in acting}
@@ -326,11 +357,13 @@ def simulate_rounds(
             if phase == "commit":
                 acting = on_time
             elif phase == "reveal":
-                acting = [i for i in range(len(names)) if math.isfinite(float(row[i][2]))]
+                acting = [i for i in members if math.isfinite(float(row[i][2]))]
         blocks += 1
         per_round.append(blocks - before)
         if adaptive is not None:
             adaptive.end_round()
+            out = adaptive.to_exclude([names[i] for i in members])
+            excluded.update(i for i in members if names[i] in out)
     return RoundsOutcome(
         rounds=len(latencies),
         blocks=blocks,

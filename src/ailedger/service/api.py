@@ -23,7 +23,8 @@ front of FastAPI's routing, dependency resolution and response models (which cos
 times what the append itself does), with the same checks in the same order and the same
 answers; the FastAPI route stays declared (and working) for the OpenAPI document. A request
 body's nesting is bounded with a cheap scan of its bytes (:func:`parse_body`) before the
-decoder runs.
+decoder runs. A large body (a batch) is parsed, checked and appended in one worker-thread call,
+so the event loop keeps answering other requests meanwhile and the batch takes one thread hop.
 """
 
 from __future__ import annotations
@@ -350,7 +351,6 @@ async def append_entries(
 
 
 _NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')
-_QUOTED = re.compile(rb'"[^"]*"')
 _INNERMOST = re.compile(rb"[\[{][\]}]")
 #: what parse_json is told once the scan has bounded the depth: no second scan
 _SCANNED = 1 << 62
@@ -374,7 +374,11 @@ def _nesting_at_most(data: bytes, max_depth: int) -> bool:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
     brackets = data.translate(None, _NOT_STRUCTURE)
     if b'"' in brackets:
-        brackets = _QUOTED.sub(b"", brackets)
+        # what lies between two quotes is a string's (split and join: 4 times a regex's speed)
+        parts = brackets.split(b'"')
+        if len(parts) % 2 == 0:  # an odd number of quotes: not shown
+            return False
+        brackets = b"".join(parts[::2])
     for _ in range(max_depth):
         brackets, removed = _INNERMOST.subn(b"", brackets)
         if not brackets:
@@ -403,18 +407,18 @@ async def append_body(
     ``(first, count)`` for a batch, once durable. Raises ``HTTPException`` (400, 413, 422)
     for bad input, having appended nothing."""
     max_body = int(ctx.extra.get(MAX_BODY_KEY, DEFAULT_MAX_BODY))
-    try:
-        if len(body) <= _PARSE_ON_LOOP:
-            value = parse_body(body, max_bytes=max_body)
-        else:  # milliseconds of decoding: off the event loop, which answers others meanwhile
-            value = await anyio.to_thread.run_sync(
-                functools.partial(parse_body, body, max_bytes=max_body)
-            )
-    except InputError as exc:
-        status = 413 if "larger than" in str(exc) else 400
-        raise _error(status, f"{exc} (nothing was appended)") from exc
     metrics = _metrics(ctx)
     started = time.perf_counter()
+    if len(body) <= _PARSE_ON_LOOP:
+        value = _parse(body, max_body)
+    else:
+        # milliseconds of decoding: off the event loop, which answers others meanwhile, and
+        # in the same worker call as the batch's append (one thread hop, not two)
+        value, indexes = await anyio.to_thread.run_sync(
+            _parse_and_append, ctx.log, body, max_body, names
+        )
+        if indexes is not None:
+            return _appended_batch(ctx, indexes, metrics, started)
     if isinstance(value, dict):
         try:
             index = await _committer(ctx).append(value, names)
@@ -424,6 +428,22 @@ async def append_body(
             metrics.append_single.observe(time.perf_counter() - started)
             metrics.appends.inc()
         return index, None
+    _check_batch(value)
+    indexes = await anyio.to_thread.run_sync(_append_batch, ctx.log, value, names)
+    return _appended_batch(ctx, indexes, metrics, started)
+
+
+def _parse(body: bytes, max_body: int) -> Any:
+    """The body's JSON value; 400 or 413 (``HTTPException``) when it is not JSON or too big."""
+    try:
+        return parse_body(body, max_bytes=max_body)
+    except InputError as exc:
+        status = 413 if "larger than" in str(exc) else 400
+        raise _error(status, f"{exc} (nothing was appended)") from exc
+
+
+def _check_batch(value: Any) -> None:
+    """422 or 413 (``HTTPException``) unless ``value`` is a batch: 1 to MAX_BATCH objects."""
     if not isinstance(value, list):
         raise _error(
             422, f"the body is a JSON {_kind(value)}: send an object or an array of objects"
@@ -442,12 +462,35 @@ async def append_body(
                 422,
                 f"batch item {at} is a JSON {_kind(item)}, not an object (nothing was appended)",
             )
+
+
+def _append_batch(log: AuditLog, value: list[Any], names: tuple[str, ...]) -> range:
+    """Append a checked batch in one transaction (a worker thread); 422 for a bad record."""
     try:
-        indexes = await anyio.to_thread.run_sync(
-            functools.partial(ctx.log.append_many, value, sensitive=names)
-        )
+        return log.append_many(value, sensitive=names)
     except InputError as exc:
         raise _error(422, f"{exc} (nothing was appended)") from exc
+
+
+def _parse_and_append(
+    log: AuditLog, body: bytes, max_body: int, names: tuple[str, ...]
+) -> tuple[Any, range | None]:
+    """In a worker thread: parse a large body and, when it is a batch, append it.
+
+    Returns ``(value, indexes)``, with ``indexes`` None when the body is a single object (the
+    group committer appends that one on the event loop's side). Raises ``HTTPException`` as
+    :func:`append_body` would.
+    """
+    value = _parse(body, max_body)
+    if isinstance(value, dict):
+        return value, None
+    _check_batch(value)
+    return None, _append_batch(log, value, names)
+
+
+def _appended_batch(
+    ctx: ServiceContext, indexes: range, metrics: Metrics | None, started: float
+) -> tuple[int, int]:
     count = len(indexes)
     if metrics is not None:
         metrics.batch_size.observe(count)

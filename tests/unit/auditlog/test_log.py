@@ -109,6 +109,20 @@ def test_one_writer_at_a_time(tmp_path: Path) -> None:
         AuditLog.open(tmp_path / "log.sqlite", lock_timeout=0.1)
 
 
+def test_a_noticeable_lock_wait_is_announced_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level("INFO", logger="ailedger.progress"),
+        AuditLog.open(tmp_path / "log.sqlite", origin=ORIGIN),
+        pytest.raises(WorkspaceLocked),
+    ):
+        AuditLog.open(tmp_path / "log.sqlite", lock_timeout=1.3)
+    waits = [r.getMessage() for r in caplog.records if r.name == "ailedger.progress"]
+    assert len(waits) == 1
+    assert waits[0].startswith("waiting up to 1 s for the audit log")
+
+
 def test_concurrent_appends_are_sequenced(log: AuditLog) -> None:
     got: list[int] = []
     lock = threading.Lock()

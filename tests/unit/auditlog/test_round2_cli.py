@@ -48,7 +48,7 @@ def test_w03b_one_key_under_two_names_is_one_witness(tmp_path: Path, cli: Run) -
     text = cli(*base)
     assert text.returncode == 0, text.stderr
     assert f"cosigned by 1 witness(es): {names[0]} (the same key also named {names[1]})" in (
-        text.stderr
+        text.stdout
     )
     # and it never makes a quorum of two (held before; kept)
     assert cli(*base, "--witness-quorum", "2").returncode == 2

@@ -22,6 +22,8 @@ from ailedger.federated.attacks import (
     reference_aware,
     scaling,
     sign_flip,
+    sleeper,
+    sleeper_wake,
 )
 
 
@@ -44,9 +46,14 @@ def test_registry_uses_one_calling_convention() -> None:
         "fang_trim",
         "free_rider",
         "reference_aware",
+        "sleeper",
     }
     for name, attack in ATTACKS.items():
-        extra = {"reference": honest.mean(axis=0)} if name == "reference_aware" else {}
+        extra: dict[str, Any] = (
+            {"reference": honest.mean(axis=0)} if name == "reference_aware" else {}
+        )
+        if name == "sleeper":
+            extra = {"round_no": 7, "rounds": 15}
         out = attack(own, benign, rng=np.random.default_rng(1), **extra)
         assert out.shape == own.shape, name
         assert np.all(np.isfinite(out)), name
@@ -55,7 +62,9 @@ def test_registry_uses_one_calling_convention() -> None:
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_attacks_are_reproducible_from_the_seed(name: str) -> None:
     honest = _honest()
-    extra = {"reference": honest[0]} if name == "reference_aware" else {}
+    extra: dict[str, Any] = {"reference": honest[0]} if name == "reference_aware" else {}
+    if name == "sleeper":
+        extra = {"round_no": 3, "wake": 2, "then": "fang_trim"}
     a = ATTACKS[name](honest[:4], honest[4:], rng=np.random.default_rng(9), **extra)
     b = ATTACKS[name](honest[:4], honest[4:], rng=np.random.default_rng(9), **extra)
     assert np.array_equal(a, b)
@@ -204,3 +213,51 @@ def test_reference_aware_keeps_its_cosine_and_pushes_against_the_honest_mean() -
         reference_aware(honest[:3], honest[3:])
     with pytest.raises(InputError, match="zero"):
         reference_aware(honest[:3], honest[3:], reference=np.zeros(30))
+
+
+def test_sleeper_behaves_until_it_wakes_then_sign_flips() -> None:
+    honest = _honest()
+    own, benign = honest[:3], honest[3:]
+    for round_no in range(4):
+        out = sleeper(own, benign, round_no=round_no, wake=4)
+        assert np.array_equal(out, own)
+        assert out is not own  # a copy: the caller may overwrite its rows
+    for round_no in (4, 9):
+        assert np.array_equal(sleeper(own, benign, round_no=round_no, wake=4), -own)
+
+
+def test_sleeper_wakes_a_third_of_the_way_in_by_default() -> None:
+    assert [sleeper_wake(r) for r in (1, 2, 3, 15, 30)] == [1, 1, 1, 5, 10]
+    own, benign = _honest()[:2], _honest()[2:]
+    assert np.array_equal(sleeper(own, benign, round_no=4, rounds=15), own)
+    assert np.array_equal(sleeper(own, benign, round_no=5, rounds=15), -own)
+
+
+def test_sleeper_wakes_into_any_other_attack_with_its_parameters() -> None:
+    honest = _honest()
+    own, benign = honest[:2], honest[2:]
+    out = sleeper(own, benign, round_no=1, wake=0, then="ipm", epsilon=2.0)
+    assert np.allclose(out, np.tile(-2.0 * benign.mean(axis=0), (2, 1)))
+    ref = honest.mean(axis=0)
+    aware = sleeper(own, benign, round_no=5, rounds=6, then="reference_aware", reference=ref)
+    cos = aware @ ref / (np.linalg.norm(aware, axis=1) * np.linalg.norm(ref))
+    assert np.allclose(cos, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"wake": 2}, "current round"),
+        ({"round_no": -1, "wake": 2}, "current round"),
+        ({"round_no": True, "wake": 2}, "current round"),
+        ({"round_no": 1}, "wake="),
+        ({"round_no": 1, "rounds": 0}, "rounds >= 1"),
+        ({"round_no": 1, "wake": -1}, "wake >= 0"),
+        ({"round_no": 1, "wake": 1, "then": "sleeper"}, "unknown attack"),
+        ({"round_no": 1, "wake": 1, "then": "nope"}, "unknown attack"),
+    ],
+)
+def test_sleeper_rejects_bad_input(kwargs: dict[str, Any], message: str) -> None:
+    honest = _honest()
+    with pytest.raises(InputError, match=message):
+        sleeper(honest[:2], honest[2:], **kwargs)

@@ -20,8 +20,10 @@ from ailedger.ledger.chaindata import BlockRecord, FeeHistory, TxRecord
 from ailedger.sentinel.fees import (
     INITIAL_BASE_FEE,
     BaseFeeForecaster,
+    FeeForecast,
     FeeScheduler,
     base_fee_bounds,
+    best_threshold,
     evolve_base_fees,
     fee_history_from_blocks,
     fee_history_from_json,
@@ -397,3 +399,65 @@ def test_scheduler_sends_at_the_deadline_whatever_the_forecast() -> None:
     assert decision.max_fee_per_gas == base_fee_bounds(10**12, 2)[1] + 5
     with pytest.raises(InputError, match="within"):
         FeeScheduler(within=0)
+
+
+def test_forecaster_finds_the_cycle_in_the_history() -> None:
+    # _trace's cycle is 240 blocks; at 12 s a block that is 2880 s
+    fitted = BaseFeeForecaster(period=None, block_time=12.0, paths=20).fit(_trace(1200, seed=4))
+    assert abs(fitted.period_ - 240 * 12.0) <= 0.05 * 240 * 12.0
+    # white noise has no cycle: no seasonal profile is used
+    rng = np.random.default_rng(5)
+    ratios = tuple(float(r) for r in rng.uniform(0.3, 0.7, 600))
+    fees = evolve_base_fees(10**9, [int(r * 30_000_000) for r in ratios], 30_000_000)
+    flat = FeeHistory(0, tuple(fees), ratios, (), ())
+    assert BaseFeeForecaster(period=None, paths=20).fit(flat).period_ == float("inf")
+    with pytest.raises(InputError, match="period"):
+        BaseFeeForecaster(period=0.0)
+
+
+def test_tip_is_the_cheapest_recently_included_unless_asked_otherwise() -> None:
+    rows = tuple((t,) for t in (50, 10, 30, 20, 40))
+    history = FeeHistory(0, (10**9,) * 6, (0.5,) * 5, (10.0,), rows)
+    scheduler = FeeScheduler(within=10, headroom=2, tip_floor=1)
+    assert scheduler.tip(history) == 10
+    assert scheduler.tip(history, quantile=0.5) == 30
+    # in the last headroom blocks the tip rises by 1/8 (at least 1 wei) per block
+    assert scheduler.tip(history, waited=8) == 10 + 1
+    assert scheduler.tip(history, waited=9) == 11 + 1
+    with pytest.raises(InputError, match="quantile"):
+        scheduler.tip(history, quantile=1.5)
+
+
+def test_best_threshold_by_hand() -> None:
+    # two equally likely paths over now, +1, deadline (+2): a threshold of 10 sends now (10);
+    # one of 5 waits: path 0 finds 5 at +1, path 1 never does and pays 30 at the deadline
+    # (mean 17.5); 20 sends now too (10). Sending now is best: the threshold is >= 10, < 30.
+    paths = np.array([[10.0, 10.0], [5.0, 25.0], [40.0, 30.0]])
+    t = best_threshold(paths)
+    assert 10.0 <= t < 25.0
+    # when the fee surely halves next block, waiting is best: the threshold is below now
+    falling = np.array([[10.0, 10.0], [5.0, 5.0], [6.0, 6.0]])
+    assert best_threshold(falling) < 10.0
+    with pytest.raises(InputError, match="paths"):
+        best_threshold(np.zeros((0, 3)))
+
+
+def test_scheduler_with_paths_waits_for_a_forecast_trough() -> None:
+    scheduler = FeeScheduler(within=10, headroom=2)
+    history = _trace(1200, seed=6)
+    forecast = (
+        BaseFeeForecaster(block_time=360.0, paths=50)
+        .fit(history)
+        .forecast(10, levels=scheduler.levels, keep_paths=True)
+    )
+    assert forecast.paths is not None and forecast.paths.shape == (10, 50)
+    trough = FeeForecast(
+        first=0,
+        levels=(0.5,),
+        quantiles=np.full((10, 1), 100.0),
+        lower=(0,) * 10,
+        upper=(10**6,) * 10,
+        paths=np.vstack([np.full((1, 4), 100.0), np.full((9, 4), 50.0)]),
+    )
+    assert not scheduler.decide(next_base_fee=100, waited=0, forecast=trough, tip=1).send
+    assert scheduler.decide(next_base_fee=50, waited=0, forecast=trough, tip=1).send

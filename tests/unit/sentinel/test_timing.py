@@ -147,3 +147,38 @@ def test_adaptive_windows_beat_fixed_ones_with_a_silent_party() -> None:
     )
     assert b.blocks < a.blocks
     assert b.honest_missed <= a.honest_missed
+
+
+def test_a_party_silent_for_some_rounds_is_proposed_for_exclusion() -> None:
+    timing = AdaptiveTiming(PARTIES, quorum=3, exclude_after=2)
+    assert timing.to_exclude() == ()  # nothing seen yet: too early to judge
+    for _ in range(3):
+        for p in ("a", "b", "c"):
+            timing.observe(p, "commit", 2)
+        timing.observe("d", "attest", 5)  # d acts, if only in one phase
+        timing.end_round()
+    assert timing.to_exclude() == ("e",)
+    # never below the quorum: of a, b, e only one can go, and a, b are active
+    assert timing.to_exclude(["a", "b", "e"]) == ()
+    assert AdaptiveTiming(PARTIES, quorum=3, exclude_after=None).to_exclude() == ()
+    with pytest.raises(InputError, match="exclude_after"):
+        AdaptiveTiming(PARTIES, quorum=3, exclude_after=0)
+
+
+def test_simulation_excludes_a_silent_party_and_stops_waiting_for_it() -> None:
+    inf = math.inf
+    row = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [inf, inf, inf]]
+    timing = AdaptiveTiming(["a", "b", "c", "d"], quorum=3, exclude_after=2, warmup=1)
+    out = simulate_rounds([row] * 6, quorum=3, policy=timing)
+    # rounds 0 and 1 wait the whole commit window for d (40 blocks, then a learned one); d never
+    # acted in 2 rounds, so from round 2 on it is excluded and commit closes once a, b, c
+    # committed: 2 + 2 + 2 blocks, plus one to advance
+    assert out.round_blocks[0] == 40 + 2 + 2 + 1
+    assert out.round_blocks[1] > 7
+    assert out.round_blocks[2:] == (7, 7, 7, 7)
+    assert out.honest_missed == 0
+    # an excluded party that acts again counts as missed (the contract refuses it)
+    back = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [1, 1, 1]]
+    timing = AdaptiveTiming(["a", "b", "c", "d"], quorum=3, exclude_after=2, warmup=1)
+    out = simulate_rounds([row] * 4 + [back], quorum=3, policy=timing)
+    assert out.honest_missed == 1
