@@ -91,6 +91,23 @@ def _url(value: Any) -> str | None:
     return None
 
 
+def _fee_policy(value: Any) -> str | None:
+    if value in ("default", "scheduled"):
+        return None
+    return (
+        f'must be "default" or "scheduled", got {value!r}'
+        if isinstance(value, str)
+        else f"must be a string, got {_kind(value)}"
+    )
+
+
+def _fee_wait_blocks(value: Any) -> str | None:
+    problem = _integer(1)(value)
+    if problem is None and value > 1000:
+        return f"must be at most 1000 blocks, got {value}"
+    return problem
+
+
 def _text(value: Any) -> str | None:
     return None if isinstance(value, str) and value else f"must be a string, got {_kind(value)}"
 
@@ -110,6 +127,8 @@ _CHAIN: dict[str, Callable[[Any], str | None]] = {
     "poll_interval": _number(positive=False),
     "priority_fee_wei": _integer(0),
     "gas_margin": _number(positive=True),
+    "fee_policy": _fee_policy,
+    "fee_wait_blocks": _fee_wait_blocks,
 }
 _LOG: dict[str, Callable[[Any], str | None]] = {"origin": _text}
 

@@ -19,15 +19,22 @@ checkpoint, :meth:`Anchorer.anchor` compares the local log with every anchor its
 chain (:func:`check_published`), and refuses when an anchor's root differs from the local root
 at its size, or an anchor covers more entries than the log holds (an older backup restored, or
 entries rewritten: anchoring it would publish a fork).
+
+Fees: by default an anchor is sent at once, priced by the ledger. Given a fee advisor (a
+callable asked with how many blocks the pending anchor has waited, answering whether to send
+now and with which ``maxFeePerGas`` and ``maxPriorityFeePerGas``, such as the fee scheduler
+``ailedger.sentinel.fees.anchor_fee_advisor`` builds), :meth:`Anchorer.anchor` sends only when
+the advisor says so and with its fees; otherwise it signs nothing and reports that it waits
+(:attr:`Anchorer.waiting`), and the caller asks again at a later block.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -45,7 +52,35 @@ from ailedger.errors import (
 if TYPE_CHECKING:
     from ailedger.ledger import Anchor, AnchorRegistry
 
-__all__ = ["AnchorRecord", "AnchorService", "Anchorer", "chain_anchors", "check_published"]
+__all__ = [
+    "AnchorRecord",
+    "AnchorService",
+    "Anchorer",
+    "FeeAdvice",
+    "FeeAdvisor",
+    "chain_anchors",
+    "check_published",
+]
+
+
+class FeeAdvice(Protocol):
+    """A fee advisor's answer: send now or wait, and the fees to send with (wei per gas)."""
+
+    @property
+    def send(self) -> bool: ...
+
+    @property
+    def max_fee_per_gas(self) -> int: ...
+
+    @property
+    def max_priority_fee_per_gas(self) -> int: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+FeeAdvisor = Callable[[int], FeeAdvice]
+"""Asked with the blocks a pending anchor has waited (0 when it became due), gives advice."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +120,18 @@ class Anchorer:
         registry: AnchorRegistry,
         key: Ed25519PrivateKey,
         confirmations: int = 1,
+        fee_advisor: FeeAdvisor | None = None,
     ) -> None:
         if confirmations < 1:
             raise InputError("confirmations must be at least 1")
+        self.fee_advisor = fee_advisor
+        #: the block at which the anchor now due was first deferred by the fee advisor (None:
+        #: nothing waits); callers that build a new Anchorer per attempt carry it over
+        self.pending_since: int | None = None
+        #: whether the last :meth:`anchor` deferred the anchor on the fee advisor's word
+        self.waiting = False
+        #: the fee advisor's last answer (None without an advisor or before the first ask)
+        self.last_advice: FeeAdvice | None = None
         self.log = log
         self.registry = registry
         self.key = key
@@ -102,15 +146,35 @@ class Anchorer:
         """The account that anchors (the ledger's signer): only its anchors are read."""
         return self.ledger.account
 
-    def anchor(self) -> AnchorRecord | None:
-        """Sign a checkpoint of the current log and anchor it; None if already anchored.
+    def anchor(self, *, force: bool = False) -> AnchorRecord | None:
+        """Sign a checkpoint of the current log and anchor it; None if already anchored, or
+        if the fee advisor says to wait (then :attr:`waiting` is true; ``force`` sends anyway,
+        with the advisor's fees).
 
         Raises :class:`VerificationError`, signing and anchoring nothing, when the log conflicts
         with an anchor already on chain (see :func:`check_published`). Raises
         :class:`NodeUnavailable` after the ledger's retries when the node is down; the anchor
         then stays pending and the next call retries it.
         """
+        self.waiting = False
         latest = self.check()
+        fees: dict[str, int] = {}
+        if self.fee_advisor is not None:
+            if self.log.size == 0 or (latest is not None and latest.size >= self.log.size):
+                self.pending_since = None
+                return None
+            head = self.ledger.block_number()
+            if self.pending_since is None or self.pending_since > head:
+                self.pending_since = head
+            advice = self.fee_advisor(head - self.pending_since)
+            self.last_advice = advice
+            if not advice.send and not force:
+                self.waiting = True
+                return None
+            fees = {
+                "max_fee_per_gas": advice.max_fee_per_gas,
+                "max_priority_fee_per_gas": advice.max_priority_fee_per_gas,
+            }
         note = self.log.checkpoint(self.key)
         checkpoint = Checkpoint.parse(note.decode().split("\n\n", 1)[0] + "\n")
         if checkpoint.size == 0:
@@ -119,8 +183,9 @@ class Anchorer:
             return None
         record_id = self._insert(checkpoint)
         pending = self.registry.send_anchor(
-            self.log.origin_hash, checkpoint.size, checkpoint.root_hash
+            self.log.origin_hash, checkpoint.size, checkpoint.root_hash, **fees
         )
+        self.pending_since = None
         self._update(record_id, status="pending", tx_hash=pending.tx_hash)
         receipt = self.ledger.wait(pending)
         self._update(

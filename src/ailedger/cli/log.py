@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +16,9 @@ from ailedger._input import iter_json_lines
 from ailedger.cli._common import JsonOpt, RpcOpt, Ticker, WorkspaceOpt, emit, progress
 from ailedger.config import passphrase_source, workspace_path
 from ailedger.errors import InputError
+
+if TYPE_CHECKING:
+    from ailedger.auditlog.anchoring import Anchorer, AnchorRecord
 
 __all__ = ["log_app", "verify"]
 
@@ -541,6 +544,7 @@ def anchor(
 ) -> None:
     """Sign a checkpoint and anchor it on chain; show every anchor's status."""
     from ailedger.auditlog.anchoring import Anchorer
+    from ailedger.sentinel.fees import configured_fee_advisor
 
     ws, log = _open(workspace)
     passphrase = passphrase_source()
@@ -550,13 +554,49 @@ def anchor(
             registry=ws.anchor_registry(ledger),
             key=ws.signing_key(passphrase),
             confirmations=confirmations,
+            fee_advisor=configured_fee_advisor(ws.config.get("chain", {}), ledger),
         )
         made = anchorer.anchor()
+        if anchorer.waiting:
+            made = _anchor_when_advised(
+                anchorer, int(ws.config.get("chain", {}).get("fee_wait_blocks", 20))
+            )
         records = anchorer.refresh()
     doc = {"anchored": made.to_json() if made else None, "anchors": [r.to_json() for r in records]}
     lines = ["nothing new to anchor"] if made is None else [f"anchored size {made.size}"]
     lines += [f"  size {r.size:<8} {r.status:<10} block {r.block_number}" for r in records]
     emit(as_json, doc, "\n".join(lines))
+
+
+_STALL_SECONDS = 30.0
+"""Seconds without a new block after which a waiting anchor is sent with the advised fees."""
+
+
+def _anchor_when_advised(anchorer: Anchorer, within: int) -> AnchorRecord | None:
+    """Ask the fee advisor again at each new block until it says send (it does by the
+    ``within`` bound); a chain that makes no block for ``_STALL_SECONDS`` (an idle node that
+    mines on demand, the embedded chain at once) gets the anchor with the advised fees."""
+    import time
+
+    ledger = anchorer.ledger
+    stall = 0.0 if ledger.backend == "embedded" else _STALL_SECONDS
+    last, since = ledger.block_number(), time.monotonic()
+    made: AnchorRecord | None = None
+    while anchorer.waiting:
+        advice = anchorer.last_advice
+        waited = last - (anchorer.pending_since or last)
+        progress(
+            f"anchor waits for a cheaper base fee: block {last}, {waited} of {within} blocks "
+            f"({advice.reason if advice else 'waiting'})"
+        )
+        while (head := ledger.block_number()) == last:
+            if time.monotonic() - since >= stall:
+                progress("no new block: anchoring now with the advised fees")
+                return anchorer.anchor(force=True)
+            time.sleep(max(ledger.settings.poll_interval, 0.05))
+        last, since = head, time.monotonic()
+        made = anchorer.anchor()
+    return made
 
 
 @log_app.command()

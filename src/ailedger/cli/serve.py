@@ -253,8 +253,15 @@ def serve(
 
             @contextlib.contextmanager
             def open_anchorer() -> Iterator[Anchorer]:
+                from ailedger.sentinel.fees import configured_fee_advisor
+
                 with ws.ledger(rpc=rpc, passphrase=passphrase) as ledger:
-                    yield Anchorer(log=log, registry=ws.anchor_registry(ledger), key=signing_key)
+                    yield Anchorer(
+                        log=log,
+                        registry=ws.anchor_registry(ledger),
+                        key=signing_key,
+                        fee_advisor=configured_fee_advisor(ws.config.get("chain", {}), ledger),
+                    )
 
             loop = AnchorLoop(
                 log,

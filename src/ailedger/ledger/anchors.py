@@ -64,15 +64,41 @@ class AnchorRegistry:
         address, _ = ledger.deploy(load_artifact(cls.NAME))
         return cls(ledger=ledger, address=address)
 
-    def send_anchor(self, origin: bytes, size: int, root: bytes) -> PendingTransaction:
-        """Broadcast an anchor without waiting (several may be in flight)."""
+    def send_anchor(
+        self,
+        origin: bytes,
+        size: int,
+        root: bytes,
+        *,
+        max_fee_per_gas: int | None = None,
+        max_priority_fee_per_gas: int | None = None,
+    ) -> PendingTransaction:
+        """Broadcast an anchor without waiting (several may be in flight).
+
+        ``max_fee_per_gas`` and ``max_priority_fee_per_gas`` (wei per gas, both or neither)
+        set the transaction's EIP-1559 fees; without them the ledger prices it.
+        """
+        if (max_fee_per_gas is None) != (max_priority_fee_per_gas is None):
+            raise InputError("give both max_fee_per_gas and max_priority_fee_per_gas, or neither")
         _check_bytes32("origin", origin)
         _check_bytes32("root", root)
         if not isinstance(size, int) or not 0 < size <= _MAX_SIZE:
             raise InputError(f"size must be an integer from 1 to 2**64-1, got {size!r}")
         call = self._contract.functions.anchor(origin, size, root)
         data = call._encode_transaction_data()
-        return self.ledger.send({"to": self.address, "data": data})
+        request: dict[str, Any] = {"to": self.address, "data": data}
+        if max_fee_per_gas is not None and max_priority_fee_per_gas is not None:
+            for name, fee in (
+                ("max_fee_per_gas", max_fee_per_gas),
+                ("max_priority_fee_per_gas", max_priority_fee_per_gas),
+            ):
+                if isinstance(fee, bool) or not isinstance(fee, int) or not 0 <= fee < 2**256:
+                    raise InputError(f"{name} must be a non-negative integer (wei), got {fee!r}")
+            if max_priority_fee_per_gas > max_fee_per_gas:
+                raise InputError("max_priority_fee_per_gas must not exceed max_fee_per_gas")
+            request["maxFeePerGas"] = max_fee_per_gas
+            request["maxPriorityFeePerGas"] = max_priority_fee_per_gas
+        return self.ledger.send(request)
 
     def anchor(self, origin: bytes, size: int, root: bytes) -> Receipt:
         """Anchor a checkpoint as this ledger's account and wait for its receipt.

@@ -206,6 +206,9 @@ class AnchorLoop:
         self._attempted_at = time.monotonic()
         self._last_try: float | None = None  # when step() last ran (None: not yet)
         self._retry_at = 0.0
+        self._pending_since: int | None = None
+        #: whether the last attempt was deferred by the fee advisor (retried at a later tick)
+        self.deferred = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -251,7 +254,12 @@ class AnchorLoop:
         self._attempted_at = self._last_try = time.monotonic()
         try:
             with self.open_anchorer() as anchorer:
+                # a fee advisor may defer the anchor: the wait is counted from the block it
+                # was first deferred at, carried over from attempt to attempt
+                anchorer.pending_since = self._pending_since
                 anchorer.anchor()
+                self._pending_since = anchorer.pending_since
+                self.deferred = anchorer.waiting
                 anchorer.refresh()
         except Exception as exc:  # node down, chain busy, conflict: report and back off
             self.failures += 1
