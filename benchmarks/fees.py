@@ -31,7 +31,11 @@ Traces (all synthetic: no outside chain data is available on this machine):
     ``benchmarks/results/fee_history_anvil.json``, or any node's with ``--fee-history FILE``):
     base fees and rewards are taken as given and a transaction is included in the first block
     whose base fee its cap covers and whose lowest reward percentile its tip meets when the
-    block is full (gas used ratio >= 0.95). The baseline's tip is geth's default oracle
+    block is full (gas used ratio >= 0.95). The forecaster's seasonal period is the replayed
+    chain's day: (a)'s compressed day of 100 blocks (1200 s, as (a) itself is told) for (a)'s
+    own history, 86,400 s for a file (``--detect-period``: found in the history). The
+    scheduler's defaults were chosen on six other runs of (a) (seeds 1-6), not on this one.
+    The baseline's tip is geth's default oracle
     (60th percentile of the cheapest tips of the last 20 blocks), approximated by the 60th
     percentile of the lowest reward percentile.
 (c) a week of 12 s blocks whose base fees evolve with the exact EIP-1559 rule
@@ -59,6 +63,7 @@ import numpy as np
 import requests
 from eth_account import Account
 
+from _anvil import free_port, spawn_anvil
 from ailedger.ledger.chaindata import FeeHistory
 from ailedger.sentinel.fees import (
     BaseFeeForecaster,
@@ -71,11 +76,12 @@ from ailedger.sentinel.fees import (
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 GWEI = 10**9
 GAS = 30_000
 """Gas of one of our transactions (an anchor-like call: 21,000 plus calldata)."""
 PERCENTILES = (10.0, 50.0, 90.0)
+ANVIL_DAY = 100
+"""Blocks in (a)'s compressed day (its demand cycle); at 12 s a block, 1200 s."""
 SINK = "0xA1A1a1a1A1A1A1A1A1a1a1a1a1a1A1A1a1A1a1a1"
 """Where the benchmark's transactions go (an address nobody holds the key of)."""
 
@@ -336,28 +342,9 @@ class Node:
     """An anvil process this benchmark started (and stops)."""
 
     def __init__(self, gas_limit: int) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [
-                str(ANVIL),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--hardfork",
-                "prague",
-                "--silent",
-                "--gas-limit",
-                str(gas_limit),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.process = spawn_anvil(port, "--gas-limit", str(gas_limit))
         self.session = requests.Session()
         for _ in range(200):
             try:
@@ -422,7 +409,7 @@ def anvil_trace(
         users = [Account.from_key(secrets.token_bytes(32)) for _ in range(40)]
         nonces = [0] * len(users)
         node.batch([("anvil_setBalance", [u.address, hex(10**24)]) for u in users])
-        day = 100
+        day = ANVIL_DAY
         arrivals = sorted(
             set(
                 int(x)
@@ -587,6 +574,14 @@ def main() -> None:
     parser.add_argument("--within", type=int, nargs="*", default=[10, 60, 300, 1800])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--more-seeds",
+        type=int,
+        nargs="*",
+        default=[7, 8, 9],
+        help="(b) also on the histories of further runs of (a) with these seeds, as a check "
+        "that one 400-block trace is not all (seeds 1-6 chose the scheduler's defaults)",
+    )
+    parser.add_argument(
         "--tip-quantile",
         type=float,
         default=0.0,
@@ -616,8 +611,10 @@ def main() -> None:
                 else "synthetic: replay of a_anvil's own eth_feeHistory"
             ),
             "c_rule_week": "synthetic: demand trace evolved with the exact EIP-1559 rule",
+            "b_more_runs": "synthetic: replays of further runs of (a) (other seeds)",
         },
         "tip_quantile": args.tip_quantile,
+        "scheduler_defaults_chosen_on": "six other runs of (a): --seed 1 to 6 (not reported)",
         "detect_period": args.detect_period,
         "send_rule": (
             "best threshold over simulated paths"
@@ -643,12 +640,21 @@ def main() -> None:
     print(
         f"(b) replay of {source.name}: {len(replayed.gas_used_ratio)} blocks ...", file=sys.stderr
     )
+    # the forecaster's seasonal period is the replayed chain's day: (a)'s compressed day
+    # (as (a) itself is told) for its own history, a real day for any node's
+    replay_period = (
+        None if args.detect_period else 86_400.0 if args.fee_history else ANVIL_DAY * 12.0
+    )
+    result["b_replay_period_seconds"] = replay_period
     rng = np.random.default_rng(args.seed)
     b_arrivals = [
         replayed.oldest + 100 + int(x)
         for x in np.cumsum(rng.integers(1, 8, size=10_000))
         if replayed.oldest + 100 + x < replayed.newest
     ]
+    bounds = sorted(
+        {args.anvil_within, *[w for w in args.within if 4 * w < len(replayed.gas_used_ratio) - 100]}
+    )
     result["traces"]["b_replay"] = [
         dict(
             replay(
@@ -656,19 +662,43 @@ def main() -> None:
                 b_arrivals,
                 w,
                 lookback=2000,
-                period=None if args.detect_period else 86_400.0,
+                period=replay_period,
                 tip_quantile=args.tip_quantile,
                 threshold_rule=args.threshold_rule,
             ),
             source=source.name,
         )
-        for w in sorted(
-            {
-                args.anvil_within,
-                *[w for w in args.within if 4 * w < len(replayed.gas_used_ratio) - 100],
-            }
-        )
+        for w in bounds
     ]
+    more: list[dict[str, Any]] = []
+    for seed in args.more_seeds:
+        print(f"(b) on the history of (a) run with seed {seed} ...", file=sys.stderr)
+        _, other, _ = anvil_trace(
+            args.anvil_blocks, args.anvil_within, seed, threshold_rule=args.threshold_rule
+        )
+        arrivals = [
+            other.oldest + 100 + int(x)
+            for x in np.cumsum(np.random.default_rng(args.seed).integers(1, 8, size=10_000))
+            if other.oldest + 100 + x < other.newest
+        ]
+        more += [
+            dict(
+                replay(
+                    other,
+                    arrivals,
+                    w,
+                    lookback=2000,
+                    period=None if args.detect_period else ANVIL_DAY * 12.0,
+                    tip_quantile=args.tip_quantile,
+                    threshold_rule=args.threshold_rule,
+                ),
+                source=f"history of (a) run with --seed {seed}",
+                label=f"b_seed_{seed}",
+            )
+            for w in bounds
+        ]
+    if more:
+        result["traces"]["b_more_runs"] = more
 
     print(f"(c) {args.days} days of 12 s blocks evolved with the rule ...", file=sys.stderr)
     week = synthetic_week(args.days, args.seed)
@@ -703,7 +733,7 @@ def main() -> None:
             ceiling = r.get("ceiling_saved_percent")
             ok = "yes" if r["p95_within_bound"] else "no"
             print(
-                f"{name:12} {r['within_blocks']:5d} {r['transactions']:4d} "
+                f"{r.get('label', name):12} {r['within_blocks']:5d} {r['transactions']:4d} "
                 f"{r['saved_percent']:8.2f} {r['cost_ratio']:7.4f} "
                 f"{r['saved_on_base_fee_percent']:9.2f} "
                 f"{'-' if oracle is None else f'{oracle:.2f}':>8} "

@@ -15,7 +15,6 @@ import json
 import platform
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,10 +23,10 @@ from typing import Any
 
 import requests
 
+from _anvil import spawn_anvil
 from ailedger.ledger import AnchorRegistry, Ledger, LedgerSettings, Signer
 
 ROOT = Path(__file__).resolve().parent.parent
-ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
 
 def measure(ledger: Ledger, anchors: int) -> dict[str, Any]:
@@ -74,35 +73,6 @@ def open_times(directory: Path, signer: Signer, steps: int, per_step: int) -> li
     return rows
 
 
-def start_anvil(port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            str(ANVIL),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--hardfork",
-            "prague",
-            "--silent",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            requests.post(
-                f"http://127.0.0.1:{port}",
-                json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
-                timeout=1,
-            )
-            return process
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("anvil did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--anchors", type=int, default=200)
@@ -119,7 +89,7 @@ def main() -> None:
         ) as ledger:
             results["embedded"] = measure(ledger, args.anchors)
         results["embedded_open"] = open_times(Path(tmp) / "growth", signer, 6, 100)
-    anvil = start_anvil(args.port)
+    anvil = spawn_anvil(args.port)
     try:
         url = f"http://127.0.0.1:{args.port}"
         requests.post(

@@ -48,7 +48,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import json
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from _anvil import free_port, spawn_anvil
 from ailedger.ledger.reader import ChainReader
 from ailedger.ledger.traffic import TrafficNode
 from ailedger.sentinel.detectors import SavedModel, SupervisedDetector
@@ -72,7 +72,6 @@ from ailedger.sentinel.rules import RuleEngine
 from ailedger.sentinel.scenarios import ScenarioConfig, ScenarioSummary, read_labels, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 RESULTS = ROOT / "benchmarks" / "results"
 #: seeds the rules' thresholds and the new features were tried on (never reported)
 TUNE_SEEDS = (1, 2, 3)
@@ -85,34 +84,14 @@ TARGETS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def anvil() -> Iterator[str]:
     """A private anvil on a free loopback port; stopped by its PID on exit."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--hardfork", "prague"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    proc = spawn_anvil(port)
     url = f"http://127.0.0.1:{port}"
     _ANVIL_PIDS[url] = proc.pid
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("anvil did not start") from None
-                time.sleep(0.1)
         yield url
     finally:
         os.kill(proc.pid, signal.SIGTERM)

@@ -63,6 +63,9 @@ class AnvilNode:
                 "--hardfork",
                 "prague",
                 "--silent",
+                # bounds anvil's on-disk state cache (~/.foundry/anvil/tmp), never cleared by a kill
+                "--max-persisted-states",
+                "256",
                 "--state",
                 str(self.state),
             ],

@@ -336,7 +336,9 @@ class Workspace:
     def ledger(self, *, rpc: str | None = None, passphrase: Passphrase | None = None) -> Ledger:
         """Open the workspace's chain: ``rpc`` if given, else the configured node or embedded.
 
-        Without ``passphrase`` the ledger can read but not sign.
+        Without ``passphrase`` the ledger can read but not sign. With ``[chain] fee_policy =
+        "scheduled"`` a signing ledger's transactions are timed and priced by the fee scheduler
+        (:mod:`ailedger.sentinel.fee_advice`).
         """
         from ailedger.ledger import Ledger
 
@@ -348,20 +350,31 @@ class Workspace:
         else:
             expected = None
         if rpc is not None:
-            return Ledger.connect(
+            ledger = Ledger.connect(
                 rpc,
                 signer=signer,
                 settings=self.settings(),
                 expected_chain_id=int(expected) if expected is not None else None,
             )
-        address = signer.address if signer else self.keystore().address
-        return Ledger.embedded(
-            self.chain_dir,
-            signer=signer,
-            genesis_balances={address: EMBEDDED_FUNDS},
-            lock_timeout=float(chain.get("lock_timeout", 10.0)),
-            settings=self.settings(),
-        )
+        else:
+            address = signer.address if signer else self.keystore().address
+            ledger = Ledger.embedded(
+                self.chain_dir,
+                signer=signer,
+                genesis_balances={address: EMBEDDED_FUNDS},
+                lock_timeout=float(chain.get("lock_timeout", 10.0)),
+                settings=self.settings(),
+            )
+        if signer is not None and chain.get("fee_policy", "default") != "default":
+            # every transaction this ledger sends is timed and priced by the fee scheduler
+            try:
+                from ailedger.sentinel.fee_advice import use_configured_fees
+
+                use_configured_fees(ledger, chain)
+            except BaseException:
+                ledger.close()  # releases the embedded chain's lock
+                raise
+        return ledger
 
     def contract_address(self, chain_id: int, name: str) -> str:
         """Address of the workspace's contract ``name`` on chain ``chain_id``."""

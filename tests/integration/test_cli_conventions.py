@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from ailedger.cli._common import Ticker, on_sigint, progress, reset_interrupt
 from ailedger.ledger._embedded import EmbeddedChain
 from tests.cli import run
 from tests.conftest import free_port
@@ -209,6 +210,8 @@ def test_log_search(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (("--since", "yesterday"), "--since: 'yesterday' is not a time"),
         (("--where", "actor"), "--where takes FIELD=VALUE"),
         (("--where", "a..b=1"), "--where takes FIELD=VALUE"),
+        (("--where", "fields=" + "[" * 10_000), "--where fields: "),  # too deep: no recursion
+        (("--where", "fields={oops"), "--where fields: "),
     ]:
         _, err = cli(capsys, "log", "search", *bad, "-w", str(ws), code=2)
         assert message in one_line(err)
@@ -229,6 +232,26 @@ def test_log_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert info["latest_checkpoint"]["size"] == 2 and info["latest_checkpoint"]["signatures"] == 1
     assert [(a["size"], a["chain_id"]) for a in info["anchors"]] == [(2, info["chain"]["chain_id"])]
     assert info["anchors"][0]["root"] == info["latest_checkpoint"]["root"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_python_drops_is_raised_again_at_the_next_progress_line() -> None:
+    # Python drops an exception raised while a finalizer runs; the CLI's handler remembers it
+    class Finalized:
+        def __del__(self) -> None:
+            on_sigint(signal.SIGINT, None)
+
+    reset_interrupt()
+    try:
+        Finalized()  # collected at once: its KeyboardInterrupt is "ignored"
+        tick = Ticker(every=3600.0)
+        with pytest.raises(KeyboardInterrupt):
+            tick("round 2")
+        with pytest.raises(KeyboardInterrupt):
+            progress("round 3")
+    finally:
+        reset_interrupt()
+    progress("a new command")  # forgotten once reset
 
 
 def test_ctrl_c_prints_interrupted_and_exits_130() -> None:

@@ -39,6 +39,25 @@ def mth(leaves: list[bytes]) -> bytes:
     return hashlib.sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:])).digest()
 
 
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run, and theirs."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found.append(int(child))
+            found.extend(_children(int(child)))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (an ended process nobody reaped yet, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class Served:
     """One ``ailedger serve`` process this test started (and only it ends)."""
 
@@ -106,7 +125,8 @@ def test_sigkill_under_load_loses_nothing_acknowledged(
                 n += 1
                 batch = n % 10 == 0
                 body: Any = (
-                    [{"w": worker, "n": n, "k": k} for k in range(20)]
+                    # over 4 KiB: a batch the service's encoder process takes
+                    [{"w": worker, "n": n, "k": k, "pad": "x" * 250} for k in range(20)]
                     if batch
                     else {"w": worker, "n": n}
                 )
@@ -146,12 +166,19 @@ def test_sigkill_under_load_loses_nothing_acknowledged(
                 break
         assert time.monotonic() < deadline, (len(acked), len(checkpoints))
         time.sleep(0.02)
+    helpers = _children(first.process.pid)  # the batch encoder's process, with its own
+    assert helpers
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait()
     stop.set()
     for thread in threads:
         thread.join()
     assert first.process.returncode == -signal.SIGKILL
+    # the processes the service started end with it, even killed
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in helpers):
+        assert time.monotonic() < deadline, [pid for pid in helpers if _running(pid)]
+        time.sleep(0.05)
 
     second = Served(ws, env)
     served.append(second)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import itertools
 import json
 import logging
@@ -73,6 +74,12 @@ _ROWS_PER_INSERT = 256
 _INSERT_ENTRIES = "INSERT INTO entries (idx, data) VALUES " + ", ".join(  # noqa: S608 (placeholders)
     ["(?, ?)"] * _ROWS_PER_INSERT
 )
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_rows(count: int) -> str:
+    """A multi-row INSERT of ``count`` entries (SQLite keeps it prepared, by its text)."""
+    return "INSERT INTO entries (idx, data) VALUES " + ", ".join(["(?, ?)"] * count)  # noqa: S608
 
 
 class SqliteStore(LogStore):
@@ -208,10 +215,8 @@ class SqliteStore(LogStore):
         step = 2 * _ROWS_PER_INSERT
         for at in range(0, 2 * whole, step):
             self._conn.execute(_INSERT_ENTRIES, params[at : at + step])
-        self._conn.executemany(
-            "INSERT INTO entries (idx, data) VALUES (?, ?)",
-            zip(params[2 * whole :: 2], params[2 * whole + 1 :: 2], strict=True),
-        )
+        if whole < len(datas):  # the rest in one statement too (up to 255 rows)
+            self._conn.execute(_insert_rows(len(datas) - whole), params[2 * whole :])
         self._conn.executemany(
             "INSERT OR REPLACE INTO tiles (level, idx, width, data) VALUES (?, ?, ?, ?)", tiles
         )

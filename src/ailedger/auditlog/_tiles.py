@@ -15,6 +15,7 @@ indexes (Crosby and Wallach's layout), so the proof maths of :mod:`._merkle` run
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import sqlite3
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from ailedger.errors import VerificationError
 __all__ = ["TileState", "build_rows", "row_offsets"]
 
 _H = 32
+_sha256 = hashlib.sha256
 _CACHE_TILES = 256
 
 
@@ -55,7 +57,10 @@ def _grow(rows: list[list[bytes]]) -> None:
         start = 2 * len(up)
         if start + 1 >= len(row):
             return
-        up.extend([node_hash(row[i], row[i + 1]) for i in range(start, len(row) - 1, 2)])
+        # node_hash inlined (RFC 6962 §2.1): about a tenth of an append's CPU is this line
+        up.extend(
+            [_sha256(b"\x01" + row[i] + row[i + 1]).digest() for i in range(start, len(row) - 1, 2)]
+        )
 
 
 def _no_rows() -> list[list[bytes]]:

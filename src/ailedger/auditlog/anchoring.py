@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -48,6 +48,7 @@ from ailedger.errors import (
     NodeUnavailable,
     VerificationError,
 )
+from ailedger.ledger._settings import FeeAdvice
 
 if TYPE_CHECKING:
     from ailedger.ledger import Anchor, AnchorRegistry
@@ -61,22 +62,6 @@ __all__ = [
     "chain_anchors",
     "check_published",
 ]
-
-
-class FeeAdvice(Protocol):
-    """A fee advisor's answer: send now or wait, and the fees to send with (wei per gas)."""
-
-    @property
-    def send(self) -> bool: ...
-
-    @property
-    def max_fee_per_gas(self) -> int: ...
-
-    @property
-    def max_priority_fee_per_gas(self) -> int: ...
-
-    @property
-    def reason(self) -> str: ...
 
 
 FeeAdvisor = Callable[[int], FeeAdvice]

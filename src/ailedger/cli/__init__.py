@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -27,7 +28,9 @@ from ailedger.cli._common import (
     ascii_int_params,
     emit,
     global_defaults,
+    on_sigint,
     progress,
+    reset_interrupt,
     state,
 )
 from ailedger.cli.chain import chain_app
@@ -223,6 +226,9 @@ def main() -> None:
     """
     warnings.showwarning = _show_warning
     _show_progress()
+    reset_interrupt()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         code = ascii_int_params(typer.main.get_command(app))(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as before
@@ -241,6 +247,9 @@ def main() -> None:
         _interrupted()
     except Exception as exc:
         _fail(exc, 1, internal=True)
+    finally:
+        if previous is not None and signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, previous)  # as it was (tests call main in-process)
     if code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130), returned here
         _interrupted()
     if isinstance(code, int) and code != 0:  # typer.Exit(code) returns its code here

@@ -89,12 +89,39 @@ def emit(as_json: bool, document: dict[str, Any], text: str | None = None) -> No
     sys.stdout.flush()
 
 
+class _Interrupt:
+    """Whether Ctrl-C was pressed during this command (set by :func:`on_sigint`)."""
+
+    seen = False
+
+
+def on_sigint(signum: int, frame: object) -> None:
+    """The CLI's SIGINT handler: Python's (raise KeyboardInterrupt), remembered too. Python
+    drops an exception raised while a finalizer or a callback from C runs ("Exception ignored
+    in ..."), and a Ctrl-C that lands there would be lost; :func:`check_interrupt`, called
+    with every progress line, raises it again."""
+    _Interrupt.seen = True
+    raise KeyboardInterrupt
+
+
+def reset_interrupt() -> None:
+    """Forget an earlier Ctrl-C (a new command starts)."""
+    _Interrupt.seen = False
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed during this command."""
+    if _Interrupt.seen:
+        raise KeyboardInterrupt
+
+
 def progress(line: str) -> None:
     """Print a progress or status line on stderr (with or without ``--json``).
 
     A plain write, not rich: a Ctrl-C in the middle of it leaves nothing half-buffered that
     would swallow the "interrupted" line after it.
     """
+    check_interrupt()
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
@@ -110,6 +137,7 @@ class Ticker:
 
     def __call__(self, line: str, *, force: bool = False) -> None:
         """Print ``line`` if a period has passed since the last one (or ``force``)."""
+        check_interrupt()
         now = time.monotonic()
         if force or now >= self._next:
             progress(line)

@@ -61,6 +61,20 @@ def _reader(workspace: Path | None, rpc: str | None) -> Iterator[ChainReader]:
         yield reader
 
 
+def _policy(workspace: Path | None, rpc: str | None) -> dict[str, Any] | None:
+    """The workspace's ``[chain]`` fee policy (None with ``--rpc``: no workspace is read)."""
+    if rpc is not None:
+        return None
+    from ailedger.config import workspace_path
+    from ailedger.workspace import Workspace
+
+    chain = Workspace.open(workspace_path(workspace)).config.get("chain", {})
+    return {
+        "fee_policy": str(chain.get("fee_policy", "default")),
+        "fee_wait_blocks": int(chain.get("fee_wait_blocks", 20)),
+    }
+
+
 def _history(reader: ChainReader, blocks: int) -> FeeHistory:
     head = reader.head()
     return reader.fee_history(min(blocks, head + 1), head, PERCENTILES)
@@ -187,10 +201,18 @@ def plan(
         "within_blocks": within,
         "reason": decision.reason,
     }
-    emit(
-        as_json,
-        doc,
+    policy = _policy(workspace, rpc)
+    text = (
         f"{'send now' if decision.send else 'wait'} ({decision.reason})\n"
         f"maxFeePerGas         {decision.max_fee_per_gas / 1e9:.6f} gwei\n"
-        f"maxPriorityFeePerGas {decision.max_priority_fee_per_gas / 1e9:.6f} gwei",
+        f"maxPriorityFeePerGas {decision.max_priority_fee_per_gas / 1e9:.6f} gwei"
     )
+    if policy is not None:
+        doc["workspace_policy"] = policy
+        text += (
+            f"\nworkspace policy: scheduled, ailedger's transactions wait up to "
+            f"{policy['fee_wait_blocks']} blocks"
+            if policy["fee_policy"] == "scheduled"
+            else "\nworkspace policy: default, ailedger's transactions are sent at once"
+        )
+    emit(as_json, doc, text)

@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ailedger._input import iter_json_lines
+from ailedger._input import iter_json_lines, parse_json
 from ailedger.cli._common import JsonOpt, RpcOpt, Ticker, WorkspaceOpt, emit, progress
 from ailedger.config import passphrase_source, workspace_path
 from ailedger.errors import InputError
@@ -332,10 +332,15 @@ class _Query:
             path = field.split(".")
             if not sep or not all(path):
                 raise InputError(f"--where takes FIELD=VALUE (FIELD may be a.b), got {item!r}")
-            try:
-                value: Any = json.loads(text)
-            except ValueError:
-                value = text
+            value: Any
+            if text.lstrip()[:1] in ("[", "{"):
+                # an array or object must parse, within the same bounds as any outside JSON
+                value = parse_json(text, what=f"--where {field}")
+            else:
+                try:
+                    value = json.loads(text)  # a number, true/false/null or a "quoted" string
+                except ValueError:
+                    value = text
             pairs.append((path, value))
         return cls(
             actor=actor,

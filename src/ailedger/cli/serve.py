@@ -19,6 +19,7 @@ import contextlib
 import importlib.util
 import ipaddress
 import logging
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -189,6 +190,13 @@ def serve(
     max_body: Annotated[
         int, typer.Option(min=1, help="Largest request body taken, in bytes.")
     ] = _MAX_BODY,
+    encoder_process: Annotated[
+        bool,
+        typer.Option(
+            help="Decode and encode batch bodies in a second process (a second core), "
+            "when the machine has more than one CPU."
+        ),
+    ] = True,
     unsafe_non_loopback: Annotated[
         bool,
         typer.Option(
@@ -270,7 +278,13 @@ def serve(
                 every_seconds=anchor_seconds,
                 min_gap=anchor_min_gap,
             )
-        app = create_app(ctx, max_body=max_body, signer=signer, anchor_loop=loop)
+        app = create_app(
+            ctx,
+            max_body=max_body,
+            signer=signer,
+            anchor_loop=loop,
+            encoder_process=encoder_process and (os.cpu_count() or 1) > 1,
+        )
         sock = stack.enter_context(_bind(host, port))
         url = _url(sock)
         log.announce_holder(url=url)

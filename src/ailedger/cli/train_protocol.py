@@ -60,6 +60,14 @@ def create_command(
     phase_blocks: Annotated[
         int, typer.Option(help="Deadline of each phase (commit, reveal, attest), in blocks.")
     ] = 40,
+    timing: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(["fixed", "adaptive"]),
+            help="fixed: --phase-blocks for every round; adaptive: the parties learn the "
+            "windows from the chain's record of the rounds and change them by quorum.",
+        ),
+    ] = "fixed",
     exclude_after: Annotated[
         int, typer.Option(help="Vote to exclude a party flagged in this many rounds.")
     ] = 2,
@@ -112,7 +120,7 @@ def create_command(
     # the reference options are checked before the key is unlocked or anything is sent
     TaskSpec(
         shape=(1,), initial_digest="0" * 64, rounds=1, quorum=1, rule=rule,
-        public_set=named, fallback=fallback_reference, sized_for=sized_for,
+        public_set=named, fallback=fallback_reference, sized_for=sized_for, timing=timing,
     )  # fmt: skip
     ws = Workspace.open(workspace_path(workspace))
     with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:
@@ -124,7 +132,12 @@ def create_command(
             # the parties check the registration in this workspace's registry
             where = ws.contract_address(ledger.chain_id, "ProvenanceRegistry")
             named = dataclasses.replace(named, registry=where)
-        options = {"public_set": named, "fallback": fallback_reference, "sized_for": sized_for}
+        options = {
+            "public_set": named,
+            "fallback": fallback_reference,
+            "sized_for": sized_for,
+            "timing": timing,
+        }
         contract = TrainingTask(
             ledger=ledger, address=ws.contract_address(ledger.chain_id, TrainingTask.NAME)
         )
@@ -157,7 +170,8 @@ def create_command(
         as_json,
         doc,
         f"task {ref.task} on {ref.contract} (chain {ref.chain_id}): {len(addresses)} parties, "
-        f"{rounds} rounds, rule {rule}\ntask file {out}",
+        f"{rounds} rounds, rule {rule}, {timing} windows of {phase_blocks} blocks"
+        f"\ntask file {out}",
     )
 
 
@@ -254,10 +268,13 @@ def join_command(
     def round_done(report: RoundReport) -> None:
         for warning in report.warnings:
             progress(f"warning: round {report.round}: {warning}")
+        ran = ""
+        if report.windows is not None:
+            ran = ", windows {commit}/{reveal}/{attest} blocks".format(**report.windows)
         progress(
             f"round {report.round}: {report.status}, own update {report.own}, "
             f"{len(report.accepted)} aggregated, rejected {len(report.rejected)}, "
-            f"excluded {len(report.excluded)}"
+            f"excluded {len(report.excluded)}{ran}"
         )
 
     with ws.ledger(rpc=rpc, passphrase=passphrase_source()) as ledger:

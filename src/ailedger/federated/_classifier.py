@@ -101,9 +101,10 @@ def classifier_spec(
     public_set: PublicSet | None = None,
     fallback: bool = False,
     sized_for: float | None = None,
+    timing: str = "fixed",
 ) -> TaskSpec:
     """The spec of a task training ``model`` on ``data`` split among ``parties`` shards
-    (``public_set``, ``fallback``, ``sized_for``: see :class:`TaskSpec`)."""
+    (``public_set``, ``fallback``, ``sized_for``, ``timing``: see :class:`TaskSpec`)."""
     dataset = load_dataset(data, data_dir, seed=seed)
     net = _model(model, dataset, hidden)
     initial = net.init_params(seed)
@@ -122,6 +123,7 @@ def classifier_spec(
         public_set=public_set,
         fallback=fallback,
         sized_for=sized_for,
+        timing=timing,
         extra={
             "data": data,
             "model": net.spec() | ({"hidden": hidden} if model == "mlp" else {}),

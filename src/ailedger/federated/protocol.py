@@ -58,6 +58,15 @@ Tasks with the stateful ``reputation`` rule (:mod:`.reputation`, issue 13) add t
 - the parties the rule excludes are voted on at once, as are the parties the sentinel marked
   for this task (:meth:`ailedger.sentinel.actions.TrainingExclusion.marked`).
 
+A spec with ``timing: "adaptive"`` lets the parties change the phase windows as the task
+runs, with no central authority (:mod:`.timing_chain`): after each round closes, every party
+learns windows from the chain's record of the closed rounds only (the schedule and the block
+that included each party's commit, reveal and attestation), so every honest party computes
+the same three; it proposes them (``TrainingTask.propose_windows``) when they differ enough
+from the windows in effect, and a quorum proposing the same ones makes them the windows of
+the rounds after the next one starts. Parties silent for several rounds go to the exclusion
+vote. Each round's report gives the windows the round ran with.
+
 For every rule, each round's spread-to-signal ratio ``B**2`` (:func:`.reputation.spread_to_signal`)
 goes into the round report, with a warning when the malicious fraction the task is sized for
 reaches about ``1 / (2 + B**2)`` (Allouah et al., NeurIPS 2023).
@@ -112,6 +121,7 @@ from ailedger.federated.reputation import (
     default_f,
     spread_to_signal,
 )
+from ailedger.federated.timing_chain import ChainTiming
 from ailedger.federated.transport import (
     MAX_BLOB_BYTES,
     BlobMismatch,
@@ -123,7 +133,7 @@ from ailedger.federated.transport import (
 )
 from ailedger.ledger import Ledger, Receipt
 from ailedger.ledger.provenance import ProvenanceRegistry
-from ailedger.ledger.training import Phase, TrainingTask, commitment
+from ailedger.ledger.training import Phase, RoundState, TrainingTask, Windows, commitment
 
 __all__ = [
     "SPEC_FORMAT",
@@ -164,6 +174,9 @@ _MAX_ABS_FIXED = int(MAX_ABS) * SCALE
 _FETCHERS = 8
 _ROUND_CLOSED = ("not the current round", "task finished", "not in the attest phase")
 _ROUND_DOMAIN = b"ailedger/reputation-round/v1\x00"
+_TIMINGS = ("fixed", "adaptive")
+# a window proposal that lost a race with the round's end, or was already made, is moot
+_PROPOSAL_MOOT = ("already proposed", "not the current round", "task finished")
 
 
 class UpdateRejected(VerificationError):
@@ -238,6 +251,10 @@ class TaskSpec:
     for, in ``[0, 1)``, against which ``B**2`` is checked each round (default: the rule's
     :func:`~.reputation.default_f` over the number of participants). These three appear in
     the JSON (and so the digest) only when set, so older specs keep their digests.
+
+    ``timing`` is ``fixed`` (the windows above, for the whole task) or ``adaptive`` (the
+    parties learn the windows from the chain and change them by quorum, see the module
+    docstring); it appears in the JSON only when adaptive.
     """
 
     shape: tuple[int, ...]
@@ -256,6 +273,7 @@ class TaskSpec:
     public_set: PublicSet | None = None
     fallback: bool = False
     sized_for: float | None = None
+    timing: str = "fixed"
 
     def __post_init__(self) -> None:
         if not self.shape or any(not isinstance(d, int) or d < 1 for d in self.shape):
@@ -273,6 +291,8 @@ class TaskSpec:
             raise InputError(f"exclude_after must be >= 1, got {self.exclude_after!r}")
         if not 0 <= self.exclude_fraction <= 1:
             raise InputError(f"exclude_fraction must be in [0, 1], got {self.exclude_fraction}")
+        if self.timing not in _TIMINGS:
+            raise InputError(f"timing must be fixed or adaptive, got {self.timing!r}")
         if self.contribution not in ("gtg", "weights"):
             raise InputError(f"contribution must be gtg or weights, got {self.contribution!r}")
         if len(self.initial_digest) != 64:
@@ -316,6 +336,7 @@ class TaskSpec:
             **({"public_set": self.public_set.to_json()} if self.public_set else {}),
             **({"fallback": True} if self.fallback else {}),
             **({"sized_for": self.sized_for} if self.sized_for is not None else {}),
+            **({"timing": self.timing} if self.timing != "fixed" else {}),
         }
 
     @classmethod
@@ -350,6 +371,9 @@ class TaskSpec:
             )
         fallback = _field(doc, "fallback", bool, where, default=False)
         sized_for = _number(doc, "sized_for", where) if "sized_for" in doc else None
+        timing = _text(doc, "timing", where) if "timing" in doc else "fixed"
+        if timing not in _TIMINGS:
+            raise InputError(f"{where}: timing must be fixed or adaptive")
         return cls(
             shape=dims,
             initial_digest=initial,
@@ -367,6 +391,7 @@ class TaskSpec:
             public_set=public_set,
             fallback=fallback,
             sized_for=sized_for,
+            timing=timing,
         )
 
     def digest(self) -> bytes:
@@ -453,7 +478,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
 _SPEC_FIELDS = frozenset(
     TaskSpec(shape=(1,), initial_digest="0" * 64, rounds=1, quorum=1).to_json()
-) | {"public_set", "fallback", "sized_for"}
+) | {"public_set", "fallback", "sized_for", "timing"}
 _REF_FIELDS = frozenset({"chain_id", "contract", "task", "participants", "spec", "spec_digest"})
 _MISSING = object()
 
@@ -697,6 +722,13 @@ class RoundReport:
     party's reference update and reputation state after the round, ``round_digest`` what it
     attests (:func:`round_digest`), ``rule_excluded`` the parties the rule excluded, and
     ``faulty`` the parties that attested another reference or round digest, with why.
+
+    ``windows`` are the round's phase windows (blocks: ``commit``, ``reveal``, ``attest``):
+    for an adaptive task those it started with, from its chain record; for a fixed one the
+    task's windows (read when the round closed). For an adaptive task, ``proposed_windows`` are
+    the windows this party proposed for the later rounds after this one closed (None if it
+    proposed none; set once sent, which may be after ``on_round`` saw the report) and
+    ``timing_excluded`` the parties it found silent for too long.
     """
 
     round: int
@@ -719,6 +751,9 @@ class RoundReport:
     round_digest: str | None = None
     rule_excluded: list[str] = field(default_factory=list)
     faulty: dict[str, str] = field(default_factory=dict)
+    windows: dict[str, int] | None = None
+    proposed_windows: dict[str, int] | None = None
+    timing_excluded: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -742,6 +777,11 @@ class RoundReport:
             "round_digest": self.round_digest,
             "rule_excluded": list(self.rule_excluded),
             "faulty": dict(self.faulty),
+            "windows": dict(self.windows) if self.windows is not None else None,
+            "proposed_windows": (
+                dict(self.proposed_windows) if self.proposed_windows is not None else None
+            ),
+            "timing_excluded": list(self.timing_excluded),
         }
 
 
@@ -864,6 +904,9 @@ class Party:
         self._gas = 0
         self.reference = reference
         self.sentinel_marks = sentinel_marks
+        self._timing: ChainTiming | None = None
+        # windows to propose in a round, sent when this party has nothing else to do then
+        self._proposal: tuple[int, Windows, RoundReport] | None = None
         self._check_task()
         self.reputation_state: ReputationState | None = None
         if spec.rule == "reputation":
@@ -949,15 +992,32 @@ class Party:
         state = self.contract.round_state(self.task)
         if self._round < state.round:
             while self._round < state.round:
-                self._close_round()
+                self._close_round(latest=self._round + 1 == state.round)
             self.done = state.phase == Phase.FINISHED
             return True
+        # under a scheduled fee policy ([chain] fee_policy), a phase's transactions may wait
+        # for a cheaper block, but must be mined before the phase's deadline (exclusive);
+        # anything else (advancing an expired round) goes at once. Waiting delays the phase's
+        # early close, and adaptive windows then count this party as slower.
+        end = {
+            Phase.COMMIT: state.commit_end,
+            Phase.REVEAL: state.reveal_end,
+            Phase.ATTEST: state.attest_end,
+        }.get(state.phase, 0)
+        with self.contract.ledger.fee_deadline(end - 1):
+            return self._act(state)
+
+    def _act(self, state: RoundState) -> bool:
         local = self._local
         if state.phase == Phase.COMMIT and not local.tried_commit:
             self._commit(local)
             return True
         if state.phase == Phase.REVEAL and local.committed and not local.revealed:
             self._reveal(local)
+            return True
+        if self._proposal is not None and state.phase in (Phase.ATTEST, Phase.EXPIRED):
+            # before the actions that may close the round (and so void the proposal)
+            self._send_proposal(state.round)
             return True
         if state.phase == Phase.ATTEST and not local.attested:
             self._attest(local)
@@ -968,6 +1028,9 @@ class Party:
             except TransactionReverted as exc:
                 if exc.reason not in ("round still open", "task finished"):
                     raise
+            return True
+        if self._proposal is not None:
+            self._send_proposal(state.round)
             return True
         return False
 
@@ -1065,7 +1128,10 @@ class Party:
             return
         local.report.attested = computed.attest.hex()
 
-    def _close_round(self) -> None:
+    def _close_round(self, *, latest: bool = True) -> None:
+        """Close this party's round (the chain has moved past it); ``latest`` when the chain
+        is in the round right after it (only then does an adaptive party propose windows:
+        from a later round, its proposal would not be the one the others make)."""
         local = self._local
         report = local.report
         outcome = self.contract.outcome(self.task, local.round)
@@ -1106,10 +1172,13 @@ class Party:
             if self.reputation_state is not None:
                 report.state_digest = self.reputation_state.digest().hex()
             self._count_flags(computed)
+        silent = self._observe_timing(local.round, report)
         if self._round + 1 < self.spec.rounds:
             # a party that did not attest in time still votes on the rule's exclusions
-            now = computed.rule_excluded if computed and report.status == "finalized" else ()
-            self._vote(None, report, now=now)
+            now = list(computed.rule_excluded if computed and report.status == "finalized" else ())
+            self._vote(None, report, now=[*now, *silent])
+            if latest:
+                self._plan_proposal(local.round + 1, report)
         report.excluded = sorted(
             s.party for s in self.contract.party_states(self.task) if s.excluded
         )
@@ -1121,6 +1190,61 @@ class Party:
             self.on_round(report)
         self._round += 1
         self._local = _Local(self._round)
+
+    def _observe_timing(self, round: int, report: RoundReport) -> list[str]:
+        """Record the windows ``round`` ran with in its report; for an adaptive task, learn
+        from its chain record (:mod:`.timing_chain`) and return the parties silent too long."""
+        if self.spec.timing != "adaptive":
+            # the task's windows now: fixed ones never change (honest parties of a fixed task
+            # propose none), and a call is cheaper than the round's logs
+            report.windows = _windows_json(self.contract.windows(self.task))
+            return []
+        if self._timing is None:
+            self._timing = ChainTiming(
+                contract=self.contract,
+                task=self.task,
+                participants=self.contract.participants(self.task),
+                quorum=self.spec.quorum,
+                initial=Windows(
+                    commit_blocks=self.spec.commit_blocks,
+                    reveal_blocks=self.spec.reveal_blocks,
+                    attest_blocks=self.spec.attest_blocks,
+                ),
+                from_block=self._start_block(),
+            )
+        record = self._timing.close(round)
+        report.windows = _windows_json(record.windows)
+        active = [s.party for s in self.contract.party_states(self.task) if not s.excluded]
+        silent = [p for p in self._timing.to_exclude(active) if p != self.address]
+        report.timing_excluded = list(silent)
+        return silent
+
+    def _plan_proposal(self, round: int, report: RoundReport) -> None:
+        """Plan to propose the learned windows in ``round`` (the current one) if they differ
+        enough from those in effect and a later round can use them. The proposal waits until
+        this party has nothing else to do in the round, or is about to attest or advance
+        (which may close the round), so it does not delay the party's commit and reveal (on
+        a chain that mines one transaction per block, every transaction is a block)."""
+        self._proposal = None
+        if self._timing is None or round + 1 >= self.spec.rounds or self.excluded:
+            return
+        proposal = self._timing.proposal(self.contract.windows(self.task))
+        if proposal is not None:
+            self._proposal = (round, proposal, report)
+
+    def _send_proposal(self, current: int) -> None:
+        """Send the planned proposal if its round is still ``current``; drop it either way."""
+        assert self._proposal is not None
+        (round, windows, report), self._proposal = self._proposal, None
+        if round != current:
+            return
+        try:
+            self._spend(self.contract.propose_windows(self.task, round, *windows.as_tuple()))
+        except TransactionReverted as exc:
+            if exc.reason not in _PROPOSAL_MOOT:
+                raise
+            return
+        report.proposed_windows = _windows_json(windows)
 
     def _faulty(self, round: int, computed: _Computed) -> dict[str, str]:
         """The parties whose attestation of the finalized ``round`` differs from this one's:
@@ -1408,6 +1532,14 @@ class Party:
         seed = int(np.random.SeedSequence([self.seed, self.task, round]).generate_state(1)[0])
         estimate = gtg_shapley(len(order), utility, seed=seed, max_permutations=60)
         return {p: float(v) for p, v in zip(order, estimate.values, strict=True)}
+
+
+def _windows_json(windows: Windows) -> dict[str, int]:
+    return {
+        "commit": windows.commit_blocks,
+        "reveal": windows.reveal_blocks,
+        "attest": windows.attest_blocks,
+    }
 
 
 def _reference_digest(reference: npt.ArrayLike | None, shape: tuple[int, ...]) -> bytes:

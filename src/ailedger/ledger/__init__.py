@@ -16,7 +16,14 @@ from ailedger.ledger._settings import LedgerSettings
 
 if TYPE_CHECKING:
     from ailedger.ledger._embedded import EMBEDDED_CHAIN_ID
-    from ailedger.ledger._ledger import Ledger, PendingTransaction, Receipt
+    from ailedger.ledger._ledger import (
+        FeeAdvice,
+        FeeAdvisor,
+        FeeHook,
+        Ledger,
+        PendingTransaction,
+        Receipt,
+    )
     from ailedger.ledger.account import Keystore, Signer
     from ailedger.ledger.anchors import Anchor, AnchorRegistry, parse_address, parse_bytes32
     from ailedger.ledger.chaindata import BlockRecord, FeeHistory, LogRecord, TxRecord
@@ -31,7 +38,10 @@ __all__ = [
     "Artifact",
     "BlockRecord",
     "ChainReader",
+    "FeeAdvice",
+    "FeeAdvisor",
     "FeeHistory",
+    "FeeHook",
     "Keystore",
     "Ledger",
     "LedgerSettings",
@@ -51,6 +61,9 @@ __all__ = [
 _WHERE = {
     "EMBEDDED_CHAIN_ID": "ailedger.ledger._embedded",
     "Ledger": "ailedger.ledger._ledger",
+    "FeeAdvice": "ailedger.ledger._ledger",
+    "FeeAdvisor": "ailedger.ledger._ledger",
+    "FeeHook": "ailedger.ledger._ledger",
     "PendingTransaction": "ailedger.ledger._ledger",
     "Receipt": "ailedger.ledger._ledger",
     "Keystore": "ailedger.ledger.account",

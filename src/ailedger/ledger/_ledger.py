@@ -4,6 +4,18 @@ Both backends mean the same thing (like titanoboa's ``Env`` and ``NetworkEnv``):
 are built, priced (EIP-1559) and signed locally, sent raw, and their receipts awaited. Only the
 transport differs: an in-process py-evm chain, or HTTP to a node. Every third-party exception
 is translated here into the :mod:`ailedger.errors` tree.
+
+Fee scheduling: by default a transaction is sent at once, priced as web3.py does
+(``maxFeePerGas = 2 * base fee + tip``). Given a :class:`FeeHook` (set by whoever builds the
+ledger, e.g. a workspace with ``[chain] fee_policy = "scheduled"``), :meth:`Ledger.send` (and so
+:meth:`~Ledger.transact`, :meth:`~Ledger.deploy`, :meth:`~Ledger.transfer`) first asks the
+hook's advisor, for a request that does not set its own fees, with the blocks waited so far and
+the latency bound, whether to send now; while the answer is to wait it polls the head and asks
+again at each new block, for at most the bound in blocks (tightened by
+:meth:`Ledger.fee_bound`) and at most ``stall_seconds`` without a new block (a chain that mines
+only on demand, such as the embedded one, never makes one by itself), then sends with the
+advised ``maxFeePerGas`` and ``maxPriorityFeePerGas``. An advisor that fails falls back to the
+default pricing, with one warning log line.
 """
 
 from __future__ import annotations
@@ -12,10 +24,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import requests
 import urllib3.exceptions
@@ -43,7 +55,7 @@ from ailedger.errors import (
 )
 from ailedger.ledger._embedded import EmbeddedChain
 from ailedger.ledger._rpc import BoundedHTTPProvider, NodeReplyError
-from ailedger.ledger._settings import LedgerSettings, check_rpc_url
+from ailedger.ledger._settings import FeeAdvice, LedgerSettings, check_rpc_url
 from ailedger.ledger.account import Signer
 from ailedger.ledger.contracts import Artifact
 
@@ -52,7 +64,15 @@ if TYPE_CHECKING:
     from web3.contract.contract import ContractFunction
     from web3.types import BlockIdentifier
 
-__all__ = ["Ledger", "LedgerSettings", "PendingTransaction", "Receipt"]
+__all__ = [
+    "FeeAdvice",
+    "FeeAdvisor",
+    "FeeHook",
+    "Ledger",
+    "LedgerSettings",
+    "PendingTransaction",
+    "Receipt",
+]
 
 T = TypeVar("T")
 _TRANSIENT = (
@@ -69,6 +89,44 @@ _MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, Overf
 _GWEI = 10**9
 _ZERO_ADDRESS = "0x" + "00" * 20
 _REBROADCAST_AFTER = 5.0  # seconds without a receipt before the raw transaction is re-sent
+_MAX_WEI = 2**256 - 1
+_log = logging.getLogger("ailedger.ledger")
+
+
+class FeeAdvisor(Protocol):
+    """Asked with the blocks a transaction has waited (0 when it became due) and its latency
+    bound in blocks (at least 1), answers whether to send now and with which fees."""
+
+    def __call__(self, waited: int, within: int, /) -> FeeAdvice: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeeHook:
+    """How :meth:`Ledger.send` times and prices transactions (see the module docstring).
+
+    ``advisor`` is asked block by block; ``within`` is the latency bound in blocks (a
+    transaction is sent by the time it has waited ``within - 1`` blocks, so it can be mined
+    within ``within``); ``stall_seconds`` is the longest wait for a new block on a node (the
+    embedded chain never waits) before the transaction is sent with the advised fees.
+    """
+
+    advisor: FeeAdvisor
+    within: int = 20
+    stall_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.within, bool)
+            or not isinstance(self.within, int)
+            or not 1 <= self.within <= 100_000
+        ):
+            raise InputError(
+                f"within must be an integer in [1, 100000] blocks, got {self.within!r}"
+            )
+        if not 0.0 <= self.stall_seconds <= 86_400.0:
+            raise InputError(
+                f"stall_seconds must lie in [0, 86400] seconds, got {self.stall_seconds!r}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +167,7 @@ class Ledger:
         signer: Signer | None,
         settings: LedgerSettings,
         on_close: Callable[[], None] | None = None,
+        fee_hook: FeeHook | None = None,
     ) -> None:
         self.w3 = w3
         w3.eth.default_account = _checksum(signer.address if signer else _ZERO_ADDRESS)
@@ -119,6 +178,10 @@ class Ledger:
         self._on_close = on_close
         self._chain_id: int | None = None
         self._nonce_lock = threading.Lock()
+        #: how :meth:`send` times and prices transactions (None: at once, priced by default)
+        self.fee_hook = fee_hook
+        # per-thread stack of deadlines (blocks) from fee_bound(), shared with with_signer() copies
+        self._bounds = threading.local()
 
     # -- factories ------------------------------------------------------------------------
 
@@ -184,13 +247,16 @@ class Ledger:
         The new ledger shares this one's connection: closing it does nothing, closing this one
         ends both.
         """
-        return Ledger(
+        other = Ledger(
             w3=Web3(self.w3.provider),
             backend=self.backend,
             url=self.url,
             signer=signer,
             settings=self.settings,
+            fee_hook=self.fee_hook,
         )
+        other._bounds = self._bounds
+        return other
 
     def close(self) -> None:
         if self._on_close is not None:
@@ -246,7 +312,10 @@ class Ledger:
                 )
             if code[: len(artifact.bytecode_runtime)] != artifact.bytecode_runtime:
                 raise ContractNotFound(
-                    f"the contract at {target} on chain {self.chain_id} is not {artifact.name}"
+                    f"the contract at {target} on chain {self.chain_id} is not {artifact.name} "
+                    "as this version of ailedger builds it (an older deployment? a workspace "
+                    "deploys the current one when `ailedger init` runs again with that address "
+                    "removed from config.toml's [contracts])"
                 )
         contract: Contract = self.w3.eth.contract(address=target, abi=artifact.abi)
         return contract
@@ -281,6 +350,8 @@ class Ledger:
 
         Several transactions can be in flight at once (nonces follow the node's pending count). A
         transaction that would revert is refused before it is sent (:class:`TransactionReverted`).
+        With a :attr:`fee_hook`, a request without ``maxFeePerGas`` is first timed and priced by
+        the hook's advisor (see the module docstring), so this may wait for a cheaper block.
         """
         signer = self._require_signer()
         tx = dict(request)
@@ -291,6 +362,9 @@ class Ledger:
         if "gas" not in tx:
             estimate = self._rpc(lambda: self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
             tx["gas"] = int(estimate * self.settings.gas_margin)
+        hook = self.fee_hook
+        if hook is not None and "maxFeePerGas" not in tx:
+            tx.update(self._advised_fees(hook))
         if "maxFeePerGas" not in tx:
             tip = self._priority_fee()
             base = int(self._rpc(lambda: self.w3.eth.get_block("latest")).get("baseFeePerGas", 0))
@@ -357,9 +431,62 @@ class Ledger:
             time.sleep(self.settings.poll_interval)
 
     def transact(self, function: ContractFunction, *, value: int = 0) -> Receipt:
-        """Call a contract function in a transaction and wait for its receipt."""
+        """Call a contract function in a transaction and wait for its receipt.
+
+        With a :attr:`fee_hook` the transaction is first timed and priced by its advisor
+        (:meth:`send`); without one it is sent at once.
+        """
         tx = {"to": function.address, "data": function._encode_transaction_data(), "value": value}
         return self.wait(self.send(tx))
+
+    @contextlib.contextmanager
+    def fee_bound(self, blocks: int) -> Iterator[None]:
+        """Within the ``with`` block, this thread's sends are scheduled to be mined at most
+        ``blocks`` blocks after the head at entry: a deadline, so successive sends share it.
+        The tighter of this, any enclosing bound and the hook's ``within`` applies; none left
+        (or a head that cannot be read) sends at once. Without a :attr:`fee_hook` it changes
+        nothing (and asks the node nothing)."""
+        if isinstance(blocks, bool) or not isinstance(blocks, int):
+            raise InputError(f"a fee bound is an integer number of blocks, got {blocks!r}")
+        deadline = None
+        if self.fee_hook is not None:
+            try:
+                deadline = self.block_number() + blocks
+            except LedgerError:
+                deadline = 0  # the head is unknown: the sends inside go at once
+        with self.fee_deadline(deadline):
+            yield
+
+    @contextlib.contextmanager
+    def fee_deadline(self, block: int | None) -> Iterator[None]:
+        """:meth:`fee_bound` with the deadline given as a block number: this thread's sends
+        inside are scheduled to be mined by block ``block`` (a deadline already passed: at
+        once). None, or no :attr:`fee_hook`, changes nothing; it never asks the node."""
+        if block is not None and (isinstance(block, bool) or not isinstance(block, int)):
+            raise InputError(f"a fee deadline is a block number, got {block!r}")
+        stack: list[int] | None = getattr(self._bounds, "stack", None)
+        if stack is None:
+            stack = self._bounds.stack = []
+        deadline = block if self.fee_hook is not None else None
+        if deadline is not None:
+            stack.append(deadline)
+        try:
+            yield
+        finally:
+            if deadline is not None:
+                stack.pop()
+
+    def current_fee_bound(self, head: int | None = None) -> int | None:
+        """The latency bound (blocks, at least 1) a send would have now in this thread (``head``:
+        the latest block, asked of the node if not given), or None without a :attr:`fee_hook`."""
+        hook = self.fee_hook
+        if hook is None:
+            return None
+        deadlines: list[int] = getattr(self._bounds, "stack", None) or []
+        if not deadlines:
+            return hook.within
+        now = self.block_number() if head is None else head
+        return max(1, min([hook.within, *(d - now for d in deadlines)]))
 
     def deploy(self, artifact: Artifact, *args: Any) -> tuple[str, Receipt]:
         """Deploy ``artifact`` with constructor ``args``; returns (address, receipt)."""
@@ -376,6 +503,55 @@ class Ledger:
         return self.wait(self.send({"to": _checksum(to), "value": wei, "gas": 21000}))
 
     # -- internals ------------------------------------------------------------------------
+
+    def _advised_fees(self, hook: FeeHook) -> dict[str, int]:
+        """The fees to send with once ``hook``'s advisor says send (or a bound is reached);
+        empty (the default pricing) when the advisor or the polling fails."""
+        try:
+            advice = self._await_advice(hook)
+        except Exception as exc:  # any failure of the advisor or the polling: never lose the tx
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            _log.warning(
+                "the fee advisor failed (%s%s); sending at the default price",
+                type(exc).__name__,
+                f": {text[:200]}" if text else "",
+            )
+            return {}
+        return {
+            "maxFeePerGas": advice.max_fee_per_gas,
+            "maxPriorityFeePerGas": advice.max_priority_fee_per_gas,
+        }
+
+    def _await_advice(self, hook: FeeHook) -> FeeAdvice:
+        """Ask at each new block until the advisor says send, ``within - 1`` blocks have
+        passed, or no block came for ``stall_seconds``; the last answer gives the fees."""
+        stall = 0.0 if self.backend == "embedded" else hook.stall_seconds
+        start = last = self.block_number()
+        within = self.current_fee_bound(start) or 1
+        since = time.monotonic()
+        waited = 0
+        advice = _checked_advice(hook.advisor(waited, within))
+        while not advice.send and waited < within - 1:
+            if stall == 0:  # the embedded chain: no block will come before this one is sent
+                return advice
+            logging.getLogger("ailedger.progress").info(
+                "transaction waits for a cheaper base fee: block %d, %d of %d blocks (%s)",
+                last,
+                waited,
+                within,
+                advice.reason,
+            )
+            while (head := self.block_number()) == last:
+                if time.monotonic() - since >= stall:
+                    logging.getLogger("ailedger.progress").info(
+                        "no new block for %.0f s: sending now with the advised fees", stall
+                    )
+                    return advice
+                time.sleep(max(self.settings.poll_interval, 0.02))
+            last, since = head, time.monotonic()
+            waited = max(head - start, waited)
+            advice = _checked_advice(hook.advisor(waited, within))
+        return advice
 
     def _require_signer(self) -> Signer:
         if self.signer is None:
@@ -482,6 +658,17 @@ class Ledger:
         except LedgerError:
             pass
         return "reverted without a reason"
+
+
+def _checked_advice(advice: FeeAdvice) -> FeeAdvice:
+    """``advice`` if its fees can price a transaction, else :class:`LedgerError`."""
+    fee, tip = advice.max_fee_per_gas, advice.max_priority_fee_per_gas
+    for value in (fee, tip):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_WEI:
+            raise LedgerError(f"the fee advisor gave a fee that is not a wei amount: {value!r}")
+    if tip > fee:
+        raise LedgerError(f"the fee advisor's tip {tip} exceeds its fee cap {fee}")
+    return advice
 
 
 def _checksum(address: str) -> ChecksumAddress:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.parse
 from dataclasses import dataclass
+from typing import Protocol
 
 from ailedger.errors import InputError
 
@@ -62,3 +63,19 @@ class LedgerSettings:
             raise InputError("confirmations must be at least 1")
         if self.retries < 1:
             raise InputError("retries must be at least 1")
+
+
+class FeeAdvice(Protocol):
+    """A fee advisor's answer: send now or wait, and the fees to send with (wei per gas)."""
+
+    @property
+    def send(self) -> bool: ...
+
+    @property
+    def max_fee_per_gas(self) -> int: ...
+
+    @property
+    def max_priority_fee_per_gas(self) -> int: ...
+
+    @property
+    def reason(self) -> str: ...

@@ -5,6 +5,13 @@ in blocks (commit, reveal, attest; see the contract's docstring in ``TrainingTas
 commitment is ``keccak256(update_digest ‖ salt ‖ sender)`` (:func:`commitment`); a revert
 raises :class:`~ailedger.errors.TransactionReverted` whose ``reason`` is the contract's
 message (``"not a participant"``, ``"reveal does not match the commitment"``, ...).
+
+The windows may change while a task runs: :meth:`TrainingTask.propose_windows` proposes
+those of the rounds after the current one; once a quorum proposed the same three in one
+round they apply from the next round's start (``WindowsChanged`` events,
+:meth:`TrainingTask.window_changes`).
+:meth:`TrainingTask.round_record` reads what a closed round's timing was on chain: its
+schedule and the block that included each party's commit, reveal and attestation.
 """
 
 from __future__ import annotations
@@ -28,9 +35,12 @@ __all__ = [
     "Outcome",
     "PartyState",
     "Phase",
+    "RoundRecord",
     "RoundState",
     "TaskInfo",
     "TrainingTask",
+    "WindowChange",
+    "Windows",
     "commitment",
     "rule_id",
 ]
@@ -38,6 +48,17 @@ __all__ = [
 _MAX_PARTICIPANTS = 64
 _MAX_ENDPOINT = 256
 _ANNOUNCED_TOPIC = "0x" + keccak(text="Announced(uint256,address,string)").hex()
+# the events that date a round's phases and its parties' exclusions, by topic
+_ROUND_TOPICS = {
+    "0x" + keccak(text=signature).hex(): signature.partition("(")[0]
+    for signature in (
+        "Schedule(uint256,uint256,uint256,uint256,uint256)",
+        "Committed(uint256,uint256,address,bytes32)",
+        "Revealed(uint256,uint256,address,bytes32)",
+        "Attested(uint256,uint256,address,bytes32,bytes32)",
+        "PartyExcluded(uint256,address,uint256)",
+    )
+}
 # Gas limits sent with each call, so no estimate is needed (a revert is then mined and its
 # reason read back by replaying the call). Measured maxima with a margin: an attestation that
 # finalizes a round and starts the next costs about 135 000.
@@ -49,7 +70,10 @@ _GAS = {
     "advance": 200_000,
     "vote_exclude": 150_000,
     "record": 250_000,
+    "propose_windows": 120_000,
 }
+#: the largest phase window the contract takes (blocks)
+MAX_PHASE_BLOCKS = 2**32
 
 
 class Phase(enum.IntEnum):
@@ -136,6 +160,62 @@ class Attestation:
     aggregate_digest: bytes
     scores_digest: bytes
     block_number: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Windows:
+    """The three phase windows of a round, in blocks."""
+
+    commit_blocks: int
+    reveal_blocks: int
+    attest_blocks: int
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.commit_blocks, self.reveal_blocks, self.attest_blocks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowChange:
+    """Windows a quorum adopted (a ``WindowsChanged`` event): they apply from ``round`` on;
+    ``block_number`` is where the quorum was reached (in round ``round - 1``)."""
+
+    round: int
+    windows: Windows
+    block_number: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundRecord:
+    """The timing of one round as the chain recorded it (block numbers).
+
+    ``start`` is the block that started the round (its first ``Schedule`` event);
+    ``commit_end``/``reveal_end``/``attest_end`` the deadlines it started with, and
+    ``final_commit_end``/``final_reveal_end`` the ends of its commit and reveal phases after
+    any early close (its last ``Schedule`` event). ``commits``, ``reveals`` and ``attests``
+    map each party that acted to the block that included its transaction; ``exclusions``
+    each party excluded in the blocks the query covered, to the block it was.
+    """
+
+    round: int
+    start: int
+    commit_end: int
+    reveal_end: int
+    attest_end: int
+    final_commit_end: int
+    final_reveal_end: int
+    commits: dict[str, int]
+    reveals: dict[str, int]
+    attests: dict[str, int]
+    exclusions: dict[str, int]
+
+    @property
+    def windows(self) -> Windows:
+        """The windows the round started with."""
+        return Windows(
+            commit_blocks=self.commit_end - self.start,
+            reveal_blocks=self.reveal_end - self.commit_end,
+            attest_blocks=self.attest_end - self.reveal_end,
+        )
 
 
 def rule_id(name: str) -> bytes:
@@ -254,6 +334,24 @@ class TrainingTask:
             "vote_exclude", self._contract.functions.vote_exclude(task, _address(party))
         )
 
+    def propose_windows(
+        self, task: int, round: int, commit_blocks: int, reveal_blocks: int, attest_blocks: int
+    ) -> Receipt:
+        """Propose the windows (blocks) of the rounds after ``round``, the current one."""
+        for name, value in (
+            ("commit_blocks", commit_blocks),
+            ("reveal_blocks", reveal_blocks),
+            ("attest_blocks", attest_blocks),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+            if value >= 2**256:
+                raise InputError(f"{name} is out of range")
+        call = self._contract.functions.propose_windows(
+            task, round, commit_blocks, reveal_blocks, attest_blocks
+        )
+        return self._transact("propose_windows", call)
+
     def record(
         self, task: int, round: int, aggregate_digest: bytes, scores_digest: bytes
     ) -> Receipt:
@@ -286,6 +384,99 @@ class TrainingTask:
             active=int(active),
             round=int(round_),
             finished=bool(finished),
+        )
+
+    def windows(self, task: int) -> Windows:
+        """The windows the task's rounds start with now (the current round's, unless a
+        change was adopted and applied since it started)."""
+        info = self.task_info(task)
+        return Windows(
+            commit_blocks=info.commit_blocks,
+            reveal_blocks=info.reveal_blocks,
+            attest_blocks=info.attest_blocks,
+        )
+
+    def pending_windows(self, task: int) -> Windows | None:
+        """The windows a quorum adopted in the current round (the next round starts with
+        them), or None."""
+        c, r, a = self.ledger.call(self._contract.functions.pending_windows(task))
+        if not int(c):
+            return None
+        return Windows(commit_blocks=int(c), reveal_blocks=int(r), attest_blocks=int(a))
+
+    def window_changes(self, task: int, *, from_block: int = 0) -> list[WindowChange]:
+        """Every window change a quorum adopted in ``task``, oldest first."""
+        return [
+            WindowChange(
+                round=int(e["round"]),
+                windows=Windows(
+                    commit_blocks=int(e["commit_blocks"]),
+                    reveal_blocks=int(e["reveal_blocks"]),
+                    attest_blocks=int(e["attest_blocks"]),
+                ),
+                block_number=int(e["block_number"]),
+            )
+            for e in self.events(task, "WindowsChanged", from_block=from_block)
+        ]
+
+    def window_proposals(self, task: int, round: int, *, from_block: int = 0) -> dict[str, Windows]:
+        """What each party proposed in ``round`` (address to windows)."""
+        logs = self.ledger.logs(
+            self._contract,
+            "WindowsProposed",
+            from_block=from_block,
+            argument_filters={"task": task, "round": round},
+        )
+        return {
+            str(e["args"]["party"]): Windows(
+                commit_blocks=int(e["args"]["commit_blocks"]),
+                reveal_blocks=int(e["args"]["reveal_blocks"]),
+                attest_blocks=int(e["args"]["attest_blocks"]),
+            )
+            for e in logs
+        }
+
+    def round_record(self, task: int, round: int, *, from_block: int = 0) -> RoundRecord:
+        """The on-chain timing of ``round`` (see :class:`RoundRecord`); :class:`InputError` if
+        the round never started. Its ``exclusions`` are every ``PartyExcluded`` event from
+        ``from_block`` to the head. One log query, whose cost grows with its block range:
+        give ``from_block`` at or before the round's start, as close to it as known."""
+        query = {
+            "address": self.address,
+            "fromBlock": from_block,
+            "toBlock": "latest",
+            "topics": [list(_ROUND_TOPICS), "0x" + task.to_bytes(32, "big").hex()],
+        }
+        raw = self.ledger._rpc(lambda: self.ledger.w3.eth.get_logs(query))  # type: ignore[arg-type]
+        found: dict[str, list[Any]] = {name: [] for name in _ROUND_TOPICS.values()}
+        for log in sorted(raw, key=lambda e: (int(e["blockNumber"]), int(e["logIndex"]))):
+            topics = log["topics"]
+            name = _ROUND_TOPICS.get("0x" + bytes(topics[0]).hex()) if topics else None
+            if name is None:
+                continue
+            event = getattr(self._contract.events, name)().process_log(log)
+            if name == "PartyExcluded" or int(event["args"]["round"]) == round:
+                found[name].append(event)
+        schedules = found["Schedule"]
+        if not schedules:
+            raise InputError(f"round {round} of task {task} has not started")
+        first, last = schedules[0], schedules[-1]
+
+        def acted(event: str) -> dict[str, int]:
+            return {str(e["args"]["party"]): int(e["blockNumber"]) for e in found[event]}
+
+        return RoundRecord(
+            round=round,
+            start=int(first["blockNumber"]),
+            commit_end=int(first["args"]["commit_end"]),
+            reveal_end=int(first["args"]["reveal_end"]),
+            attest_end=int(first["args"]["attest_end"]),
+            final_commit_end=int(last["args"]["commit_end"]),
+            final_reveal_end=int(last["args"]["reveal_end"]),
+            commits=acted("Committed"),
+            reveals=acted("Revealed"),
+            attests=acted("Attested"),
+            exclusions=acted("PartyExcluded"),
         )
 
     def participants(self, task: int) -> list[str]:

@@ -64,6 +64,7 @@ __all__ = [
     "SupervisedDetector",
     "load_model",
     "make_alerts",
+    "primary_alert",
     "save_model",
 ]
 
@@ -127,6 +128,24 @@ class Alert:
             "accounts": list(self.accounts),
             "related": list(self.related),
         }
+
+
+def primary_alert(alerts: Sequence[Alert], sender: str | None) -> Alert | None:
+    """The alert that names a transaction's class when several flag it (None if none do).
+
+    First an alert whose attacker (``accounts[0]``) is the transaction's own ``sender``: an
+    attacker's transaction that also sat inside someone else's sandwich is the attacker's act,
+    not a victim's. Then the highest score; ties keep the detectors' order.
+    """
+    if not alerts:
+        return None
+    who = sender.lower() if sender else None
+
+    def rank(alert: Alert) -> tuple[bool, float]:
+        accused = bool(alert.accounts) and who is not None and alert.accounts[0].lower() == who
+        return accused, alert.score
+
+    return max(alerts, key=rank)
 
 
 def _check_fitted(estimator: BaseEstimator, attribute: str) -> None:

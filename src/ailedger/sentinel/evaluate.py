@@ -41,7 +41,7 @@ from sklearn.metrics import average_precision_score, f1_score
 from ailedger._input import iter_json_lines
 from ailedger.errors import InputError
 from ailedger.ledger.chaindata import BlockRecord
-from ailedger.sentinel.detectors import AnomalyDetector, SupervisedDetector
+from ailedger.sentinel.detectors import Alert, AnomalyDetector, SupervisedDetector, primary_alert
 from ailedger.sentinel.features import FeatureExtractor, FeatureRow, rows_to_matrix
 from ailedger.sentinel.rules import RuleEngine
 
@@ -246,12 +246,18 @@ def evaluate(
     extractor = extractor or FeatureExtractor()
     rules = rules or RuleEngine()
     rows: list[FeatureRow] = []
-    rule_class: dict[str, str] = {}
+    by_tx: dict[str, list[Alert]] = {}  # an alert may name a transaction of an earlier block
     for block in blocks:
         block_rows = extractor.process(block)
         rows.extend(block_rows)
         for alert in rules.scan(block_rows):
-            rule_class.setdefault(alert.tx, alert.attack_class)
+            by_tx.setdefault(alert.tx, []).append(alert)
+    senders = {r.tx: r.sender for r in rows}
+    rule_class: dict[str, str] = {}
+    for tx, found in by_tx.items():
+        chosen = primary_alert(found, senders.get(tx))
+        if chosen is not None:
+            rule_class[tx] = chosen.attack_class
     if not rows:
         raise InputError("no transactions to evaluate")
     numbers = sorted({r.block_number for r in rows})

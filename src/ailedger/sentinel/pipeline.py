@@ -41,6 +41,7 @@ from ailedger.sentinel.detectors import (
     SavedModel,
     SupervisedDetector,
     make_alerts,
+    primary_alert,
 )
 from ailedger.sentinel.features import (
     FEATURE_NAMES,
@@ -192,7 +193,7 @@ class Sentinel:
             found = by_tx.get(row.tx, [])
             if model is not None and model.flagged:
                 found = [*found, model]
-            strongest = found[0] if found else None
+            strongest = primary_alert(found, row.sender)
             reasons: list[dict[str, Any]] = []
             for alert in found:
                 reasons.extend(dict(r.to_json(), detector=alert.detector) for r in alert.reasons)

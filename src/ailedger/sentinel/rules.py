@@ -257,7 +257,11 @@ class RuleEngine:
         self.max_tracked = max_tracked
         self.routers = frozenset(r.lower() for r in routers)
         # (token, owner) -> (spender, amount, block, approval tx)
-        self._approvals: OrderedDict[tuple[str, str], tuple[str, int, int, str]] = OrderedDict()
+        # ERC-20 allowances are per (token, owner, spender): an owner may have approved
+        # several spenders, and a later approval of one does not cancel another's
+        self._approvals: OrderedDict[tuple[str, str, str], tuple[str, int, int, str]] = (
+            OrderedDict()
+        )
         # account holding drained funds -> the incident
         self._drained: OrderedDict[str, _Drained] = OrderedDict()
         self._approvals_alerted: OrderedDict[str, None] = OrderedDict()
@@ -568,13 +572,13 @@ class RuleEngine:
         alerts: list[Alert] = []
         for row in rows:
             for approval in row.approvals:
-                key = (approval.token, approval.owner)
+                key = (approval.token, approval.owner, approval.spender)
                 self._approvals[key] = (approval.spender, approval.amount, row.block_number, row.tx)
                 self._approvals.move_to_end(key)
             # exploitation: the approved spender pulls the owner's tokens
             for t in row.transfers:
-                grant = self._approvals.get((t.token, t.sender))
-                if grant is None or row.sender == t.sender or row.sender != grant[0]:
+                grant = self._approvals.get((t.token, t.sender, row.sender))
+                if grant is None or row.sender == t.sender:
                     continue
                 spender, allowance, _, approval_tx = grant
                 owner_funding = self._fresh.get(t.sender)

@@ -285,6 +285,15 @@ class _World:
         data = self.erc20.encode("transfer", to, amount)
         return TxRequest(w, token, data, 0, self.gas(w, "transfer"))
 
+    def pull_all(self, spender: Wallet, token: str, owner: str) -> list[TxRequest]:
+        """``spender`` takes all of ``owner``'s ``token`` by ``transferFrom`` (nothing if empty)."""
+        amount = self.bal(token, owner)
+        if amount <= 0:
+            return []
+        self.move(token, owner, spender.address, amount)
+        data = self.erc20.encode("transferFrom", owner, spender.address, amount)
+        return [TxRequest(spender, token, data, 0, self.gas(spender, "transfer_from"))]
+
     def swap(self, w: Wallet, pool: _Pool, token_in: str, amount: int, out: int) -> list[TxRequest]:
         """Pay ``amount`` of ``token_in`` into ``pool`` and take ``out`` (0.3% fee checked)."""
         r_in, r_out = pool.reserves(token_in)
@@ -946,16 +955,8 @@ class _Generator:
             )
 
             def drain(victim: Wallet = victim) -> list[tuple[TxRequest, _Label | None]]:
-                amount = world.bal(token, victim.address)
-                if amount <= 0:
-                    return []
-                world.move(token, victim.address, drainer.address, amount)
-                data = world.erc20.encode("transferFrom", victim.address, drainer.address, amount)
                 return self._labelled(
-                    cls,
-                    "drain",
-                    incident,
-                    [TxRequest(drainer, token, data, 0, world.gas(drainer, "transfer_from"))],
+                    cls, "drain", incident, world.pull_all(drainer, token, victim.address)
                 )
 
             self._add(at + len(victims) + gap, _Unit(self._tip() * 3, drain))
@@ -1120,16 +1121,8 @@ class _Generator:
                 )
 
             def pull(s: Wallet = s) -> list[tuple[TxRequest, _Label | None]]:
-                amount = world.bal(token, s.address)
-                if amount <= 0:
-                    return []
-                world.move(token, s.address, collector.address, amount)
-                data = world.erc20.encode("transferFrom", s.address, collector.address, amount)
                 return self._labelled(
-                    cls,
-                    "laundering",
-                    incident,
-                    [TxRequest(collector, token, data, 0, world.gas(collector, "transfer_from"))],
+                    cls, "laundering", incident, world.pull_all(collector, token, s.address)
                 )
 
             def send_eth(

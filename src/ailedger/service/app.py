@@ -41,11 +41,15 @@ from ailedger.errors import (
     WorkspaceError,
 )
 from ailedger.service import api, tiles
+from ailedger.service._encoder import BatchEncoder
 from ailedger.service.api import (
+    BATCH_COMMITTER_KEY,
     BATCHER_KEY,
     DEFAULT_MAX_BODY,
+    ENCODER_KEY,
     MAX_BODY_KEY,
     METRICS_KEY,
+    BatchCommitter,
     FastAppend,
     GroupCommitter,
     notify_signer,
@@ -221,6 +225,10 @@ def _watch(metrics: Metrics, ctx: ServiceContext) -> None:
         loop = anchor_loop()
         return float(loop.failures) if loop else 0.0
 
+    def anchor_deferred() -> float:
+        loop = anchor_loop()
+        return 1.0 if loop is not None and loop.deferred else 0.0
+
     def signer_failing() -> float:
         signer = ctx.extra.get(SIGNER_KEY)
         return 1.0 if isinstance(signer, CheckpointSigner) and signer.last_error else 0.0
@@ -241,6 +249,11 @@ def _watch(metrics: Metrics, ctx: ServiceContext) -> None:
         "ailedger_anchor_failures", "Anchoring attempts failed in a row.", anchor_failures
     )
     metrics.watch(
+        "ailedger_anchor_deferred",
+        "1 while the anchor due waits for a cheaper block ([chain] fee_policy = scheduled).",
+        anchor_deferred,
+    )
+    metrics.watch(
         "ailedger_checkpoint_failing", "1 while signing checkpoints fails.", signer_failing
     )
 
@@ -251,12 +264,16 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     signer: CheckpointSigner | None = None,
     anchor_loop: AnchorLoop | None = None,
+    encoder_process: bool = False,
 ) -> FastAPI:
     """The service's app over ``ctx``.
 
     ``max_body`` is the largest request body taken, in bytes (413 above it). ``signer`` (the
     checkpoint signer) and ``anchor_loop`` run while the app runs (started and stopped by its
-    lifespan); without a signer the service serves the log's latest stored checkpoint.
+    lifespan); without a signer the service serves the log's latest stored checkpoint. With
+    ``encoder_process``, batch bodies are decoded, encoded and hashed in a second process
+    (:class:`ailedger.service._encoder.BatchEncoder`, started by the lifespan), so the service
+    uses two cores.
     """
     if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
         raise InputError(f"the body limit must be a positive number of bytes, got {max_body!r}")
@@ -268,16 +285,27 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         committer = GroupCommitter(ctx.log, on_commit=functools.partial(notify_signer, ctx))
         ctx.extra[BATCHER_KEY] = committer
+        batches = BatchCommitter(ctx.log, on_commit=functools.partial(notify_signer, ctx))
+        ctx.extra[BATCH_COMMITTER_KEY] = batches
         if signer is not None:
             ctx.extra[SIGNER_KEY] = signer
             await anyio.to_thread.run_sync(signer.start)
         if anchor_loop is not None:
             ctx.extra[ANCHOR_KEY] = anchor_loop
             anchor_loop.start()
+        encoder = None
+        if encoder_process:
+            encoder = BatchEncoder()
+            await encoder.start()  # on the event loop's thread, which the worker follows
+            ctx.extra[ENCODER_KEY] = encoder
         try:
             yield
         finally:
+            if encoder is not None:
+                ctx.extra.pop(ENCODER_KEY, None)
+                await anyio.to_thread.run_sync(encoder.stop)
             await committer.stop()
+            await batches.stop()
             if anchor_loop is not None:
                 await anyio.to_thread.run_sync(anchor_loop.stop)
             if signer is not None:

@@ -20,6 +20,7 @@ from ailedger.auditlog import _merkle
 from ailedger.auditlog.log import AuditLog
 from ailedger.auditlog.pglog import PostgresLog, parse_dsn
 from ailedger.auditlog.proof import verify_receipt
+from ailedger.auditlog.records import encode_record
 from ailedger.auditlog.verify import verify_stored
 from ailedger.errors import InputError, VerificationError, WorkspaceError
 from ailedger.workspace import Workspace
@@ -168,3 +169,26 @@ def test_for_workspace_opens_the_configured_store(tmp_path: Path, postgres: str)
     with AuditLog.for_workspace(ws, writable=False) as log:
         assert log.size == 1
     assert not ws.log_path.exists()
+
+
+def test_append_encoded_matches_append_many_on_both_stores(opener: tuple[str, object]) -> None:
+    _, open_log = opener
+    assert callable(open_log)
+    records = [{"n": i, "x": [i, {"y": "z"}]} for i in range(600)]
+    datas = [encode_record(r) for r in records]
+    leaves = [_merkle.leaf_hash(d) for d in datas]
+    with open_log() as log:
+        assert isinstance(log, AuditLog)
+        assert log.append_encoded(datas[:100]) == range(0, 100)
+        # with the leaf hashes a caller computed (the service's encoder process)
+        assert log.append_encoded(datas[100:], leaf_hashes=leaves[100:]) == range(100, 600)
+        for bad in ([b""], ["not bytes"], [b"{}" * 40_000]):
+            with pytest.raises(InputError):
+                log.append_encoded(bad)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="leaf hashes"):  # one hash off: refused
+            log.append_encoded(datas[:3], leaf_hashes=[leaves[0], leaves[1], leaves[1]])
+        assert log.size == log.stored_count() == 600
+        assert [d for _, d in log.entries()] == datas
+        # the tree of the same entries appended record by record
+        assert log.root() == _merkle.root_from_leaf_hashes(leaves)
+        assert log.tile(0, 1, 256) == b"".join(leaves[256:512])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ailedger.errors import InputError
-from ailedger.sentinel.detectors import Alert
+from ailedger.sentinel.detectors import Alert, primary_alert
 from ailedger.sentinel.features import FeatureExtractor, FeatureRow
 from ailedger.sentinel.rules import RuleEngine, find_sandwiches
 from tests.unit.sentinel.test_features import (
@@ -360,6 +360,47 @@ def test_approval_drain_and_fan_out_laundering_flagged() -> None:
     assert all(a.related == (drain_tx,) for a in launder)
     laundering_txs = {r.tx for r in h.rows[-4:]}
     assert {a.tx for a in launder} == laundering_txs
+
+
+def test_drain_found_after_the_victim_approved_another_spender() -> None:
+    # allowances are per spender: approving a router after the drainer does not hide the drain
+    h = Harness()
+    token = addr("dai")
+    victim, drainer, router = addr("dv2"), addr("drainer2"), addr("router2")
+    for spender in (drainer, router):
+        h.run(
+            [
+                Tx(
+                    victim,
+                    token,
+                    input=SEL_APPROVE,
+                    events=[approval_event(token, victim, spender, 2**256 - 1)],
+                )
+            ]
+        )
+    drain = h.run(
+        [
+            Tx(
+                drainer,
+                token,
+                input=SEL_TRANSFER_FROM,
+                events=[transfer_event(token, victim, drainer, 7 * 10**20)],
+            )
+        ]
+    )
+    stages = {reasons(a)["stage"]: a for a in drain}
+    assert set(stages) == {"preparation", "exploitation"}
+    assert stages["preparation"].tx == h.rows[0].tx  # the drainer's approval, not the router's
+    assert reasons(stages["exploitation"])["spender"] == drainer.lower()
+
+
+def test_primary_alert_prefers_the_senders_own_act() -> None:
+    attacker, bot = addr("pm-attacker"), addr("bot")
+    as_victim = Alert("0x01", 5, 0.9, True, "sandwich", "rules", accounts=(bot.lower(),))
+    own = Alert("0x01", 5, 0.8, True, "price_manipulation", "rules", accounts=(attacker.lower(),))
+    assert primary_alert([as_victim, own], attacker) is own  # before a higher score
+    assert primary_alert([as_victim, own], addr("nobody")) is as_victim  # else the score
+    assert primary_alert([], attacker) is None
 
 
 def test_ordinary_allowance_use_is_not_a_drain() -> None:

@@ -150,6 +150,13 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, Any], int, str]] = [
     ("a number", b"12", {}, 422, "number"),
     ("empty batch", b"[]", {}, 422, "empty"),
     ("non-object in batch", b'[{"a": 1}, 2, {"b": 3}]', {}, 422, "item 1"),
+    # what the batch path's decoder leaves to the exact one (ailedger.auditlog.records)
+    ("duplicate keys in a batch", b'[{"a": 1}, {"b": {"c": 1, "c": 2}}]', {}, 400, "duplicate"),
+    ("NaN in a batch", b'[{"a": 1}, {"b": NaN}]', {}, 400, "NaN"),
+    ("overflow in a batch", b'[{"a": 1}, {"b": 1e999}]', {}, 400, "finite"),
+    ("lone surrogate in a batch", b'[{"a": "\\ud800"}]', {}, 400, "surrogate"),
+    ("unsafe integer in a batch", b'[{"a": 9007199254740993}]', {}, 422, "canonicalised"),
+    ("entry too large in a batch", json.dumps([{"a": "x" * 70_000}]).encode(), {}, 422, "at most"),
     ("null in batch", b'[{"a": 1}, null]', {}, 422, "item 1"),
     ("missing sensitive field", b'{"a": 1}', {"sensitive": "ssn"}, 422, "ssn"),
     (
@@ -432,6 +439,7 @@ def test_the_service_anchors_in_the_background(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, text  # the loop has not seen its receipt yet
             time.sleep(0.05)
         assert metric(text, "ailedger_anchor_failures") == 0
+        assert metric(text, "ailedger_anchor_deferred") == 0  # no fee advisor: never deferred
         client.post("/v1/entries", json={"n": 5})
         assert metric(client.get("/metrics").text, "ailedger_anchor_lag_entries") == 1
 

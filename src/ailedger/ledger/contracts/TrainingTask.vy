@@ -22,6 +22,11 @@
         rule flagged in several rounds); it is excluded once `quorum` participants voted.
         The quorum must be a strict majority of the participants, so a minority can neither
         finalize an aggregate nor exclude anyone.
+        The phase windows may change while a task runs, with no central authority: each
+        active participant may propose once per round the windows of the rounds after the
+        current one (`propose_windows`), each in [1, MAX_PHASE_BLOCKS]; once `quorum`
+        participants proposed the same three windows in the same round, they are adopted and
+        take effect when the next round starts.
         A task whose only participant is its creator is recorded by that account alone
         (`record`: one transaction per round), for a coordinator that aggregates by itself
         (simulations, a Flower server) and only publishes each round's digests.
@@ -178,23 +183,47 @@ event PartyExcluded:
     party: indexed(address)
     votes: uint256
 
+event WindowsProposed:
+    task: indexed(uint256)
+    round: indexed(uint256)
+    party: indexed(address)
+    commit_blocks: uint256
+    reveal_blocks: uint256
+    attest_blocks: uint256
+    votes: uint256
+
+# adopted in round `round - 1`; the windows of every round from `round` on
+event WindowsChanged:
+    task: indexed(uint256)
+    round: indexed(uint256)
+    commit_blocks: uint256
+    reveal_blocks: uint256
+    attest_blocks: uint256
+
 event TaskFinished:
     task: indexed(uint256)
     finalized_rounds: uint256
 
 task_count: public(uint256)
+# `commit_blocks` of a config holds the commit window in bits [0,64) and, once a quorum
+# adopted new windows in the current round, those windows (commit [64,128), reveal
+# [128,192), attest [192,256)) until the next round starts: `_start_round` reads this word
+# anyway, so a round start without a change costs only a shift and a test more
 _config: HashMap[uint256, _Config]
 _participants: HashMap[uint256, DynArray[address, MAX_PARTICIPANTS]]
 _round_word: HashMap[uint256, uint256]
 _leader: HashMap[uint256, bytes32]
 # party word: participant bit 0, excluded bit 1, committed_round+1 [8,72),
-# revealed_round+1 [72,136), attested_round+1 [136,200), exclusion votes [200,216)
+# revealed_round+1 [72,136), attested_round+1 [136,200), exclusion votes [200,216),
+# round+1 of its latest window proposal [216,256)
 _party: HashMap[uint256, HashMap[address, uint256]]
 _commitment: HashMap[uint256, HashMap[address, bytes32]]
 # the party's latest revealed update digest (of round `revealed_round`)
 _update_digest: HashMap[uint256, HashMap[address, bytes32]]
 # (round + 1) << 64 | votes, so a tally left over from an earlier round reads as zero
 _tally: HashMap[uint256, HashMap[bytes32, uint256]]
+# the same for window proposals, keyed by commit | reveal << 64 | attest << 128
+_window_tally: HashMap[uint256, HashMap[uint256, uint256]]
 _revealed_digest: HashMap[uint256, HashMap[bytes32, bool]]
 _exclusion_vote: HashMap[uint256, HashMap[address, HashMap[address, bool]]]
 _outcome: HashMap[uint256, HashMap[uint256, uint256]]
@@ -307,7 +336,10 @@ def _start_round(task: uint256, r: _Round):
         self._store(task, r)
         log TaskFinished(task=task, finalized_rounds=self._finalized_count[task])
         return
-    r.commit_end = block.number + self._config[task].commit_blocks
+    commit_blocks: uint256 = self._config[task].commit_blocks
+    if commit_blocks >> 64 != 0:
+        commit_blocks = self._apply_windows(task, commit_blocks)
+    r.commit_end = block.number + commit_blocks
     r.reveal_end = r.commit_end + self._config[task].reveal_blocks
     r.attest_end = r.reveal_end + self._config[task].attest_blocks
     self._store(task, r)
@@ -318,6 +350,16 @@ def _start_round(task: uint256, r: _Round):
         reveal_end=r.reveal_end,
         attest_end=r.attest_end,
     )
+
+
+@internal
+def _apply_windows(task: uint256, word: uint256) -> uint256:
+    """Make the windows adopted in the round just closed the task's; returns commit's."""
+    commit_blocks: uint256 = self._bits(word, 64, 64)
+    self._config[task].commit_blocks = commit_blocks
+    self._config[task].reveal_blocks = self._bits(word, 128, 64)
+    self._config[task].attest_blocks = word >> 192
+    return commit_blocks
 
 
 @internal
@@ -569,6 +611,57 @@ def vote_exclude(task: uint256, party: address):
 
 
 @external
+def propose_windows(
+    task: uint256,
+    round: uint256,
+    commit_blocks: uint256,
+    reveal_blocks: uint256,
+    attest_blocks: uint256,
+):
+    """
+    @notice Propose the phase windows (blocks) of the rounds after the current one; once
+            `quorum` active participants proposed the same three in this round they are
+            adopted, and apply from the next round's start. One proposal per party per round.
+    """
+    self._require_task(task)
+    word: uint256 = self._require_active(task, msg.sender)
+    r: _Round = self._load(task)
+    self._require_round(task, r, round)
+    assert self._bits(word, 216, 40) != round + 1, "already proposed"
+    assert commit_blocks > 0 and commit_blocks <= MAX_PHASE_BLOCKS, "commit_blocks out of range"
+    assert reveal_blocks > 0 and reveal_blocks <= MAX_PHASE_BLOCKS, "reveal_blocks out of range"
+    assert attest_blocks > 0 and attest_blocks <= MAX_PHASE_BLOCKS, "attest_blocks out of range"
+    self._party[task][msg.sender] = self._with(word, 216, 40, round + 1)
+    key: uint256 = commit_blocks | (reveal_blocks << 64) | (attest_blocks << 128)
+    tally: uint256 = self._window_tally[task][key]
+    votes: uint256 = 1
+    if tally >> 64 == round + 1:
+        votes = (tally & ((1 << 64) - 1)) + 1
+    self._window_tally[task][key] = ((round + 1) << 64) | votes
+    log WindowsProposed(
+        task=task,
+        round=round,
+        party=msg.sender,
+        commit_blocks=commit_blocks,
+        reveal_blocks=reveal_blocks,
+        attest_blocks=attest_blocks,
+        votes=votes,
+    )
+    if votes == self._config[task].quorum:
+        current: uint256 = self._bits(self._config[task].commit_blocks, 0, 64)
+        self._config[task].commit_blocks = (
+            current | (commit_blocks << 64) | (reveal_blocks << 128) | (attest_blocks << 192)
+        )
+        log WindowsChanged(
+            task=task,
+            round=round + 1,
+            commit_blocks=commit_blocks,
+            reveal_blocks=reveal_blocks,
+            attest_blocks=attest_blocks,
+        )
+
+
+@external
 def record(task: uint256, round: uint256, aggregate_digest: bytes32, scores_digest: bytes32):
     """
     @notice For a task whose only participant is its creator: record the round's aggregate
@@ -605,7 +698,7 @@ def task_info(task: uint256) -> TaskInfo:
         rule_id=cfg.rule_id,
         rounds=cfg.rounds,
         quorum=cfg.quorum,
-        commit_blocks=cfg.commit_blocks,
+        commit_blocks=self._bits(cfg.commit_blocks, 0, 64),
         reveal_blocks=cfg.reveal_blocks,
         attest_blocks=cfg.attest_blocks,
         participants=len(self._participants[task]),
@@ -613,6 +706,18 @@ def task_info(task: uint256) -> TaskInfo:
         round=r.round,
         finished=r.round >= cfg.rounds,
     )
+
+
+@view
+@external
+def pending_windows(task: uint256) -> (uint256, uint256, uint256):
+    """
+    @notice The windows a quorum adopted in the current round, which the next round starts
+            with; zeros when none were.
+    """
+    self._require_task(task)
+    word: uint256 = self._config[task].commit_blocks
+    return self._bits(word, 64, 64), self._bits(word, 128, 64), word >> 192
 
 
 @view

@@ -1,0 +1,142 @@
+"""Fee scheduling for every transaction ailedger sends (``[chain] fee_policy = "scheduled"``).
+
+Anchors have had their own advisor (:func:`ailedger.sentinel.fees.anchor_fee_advisor`); this
+module gives the same scheduling to the rest of ailedger's own transactions (provenance
+registrations, sharing grants, training commits, reveals, attestations and votes), which all go
+through :meth:`ailedger.ledger.Ledger.transact`:
+
+1. :func:`transaction_fee_advisor` answers, for a transaction that has waited ``waited``
+   blocks under a latency bound of ``within`` blocks, whether to send now and with which
+   ``maxFeePerGas`` and ``maxPriorityFeePerGas``. As the anchor advisor does, it reads the
+   recent fee history (``eth_feeHistory`` with its lowest reward percentile), fits a
+   :class:`~ailedger.sentinel.fees.BaseFeeForecaster` and asks a
+   :class:`~ailedger.sentinel.fees.FeeScheduler` (an optimal-stopping rule on the forecast of
+   the EIP-1559 base fee; see :mod:`ailedger.sentinel.fees`), here with the bound of the
+   transaction at hand rather than one fixed bound.
+2. :func:`configured_fee_hook` turns a workspace's ``[chain]`` table into the
+   :class:`~ailedger.ledger.FeeHook` a ledger uses (None for the default policy, so the ledger
+   then sends at once exactly as without scheduling, with no extra requests), and
+   :func:`use_configured_fees` sets it on a ledger.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ailedger.errors import InputError
+from ailedger.sentinel.fees import BaseFeeForecaster, FeeScheduler, SendDecision
+
+if TYPE_CHECKING:
+    from ailedger.ledger import FeeHook, Ledger
+    from ailedger.ledger.chaindata import FeeHistory
+
+__all__ = [
+    "DEFAULT_STALL_SECONDS",
+    "DEFAULT_WAIT_BLOCKS",
+    "TransactionFeeAdvisor",
+    "configured_fee_hook",
+    "transaction_fee_advisor",
+    "use_configured_fees",
+]
+
+DEFAULT_WAIT_BLOCKS = 20
+"""Blocks a transaction may wait when ``[chain] fee_wait_blocks`` is not set."""
+DEFAULT_STALL_SECONDS = 30.0
+"""Seconds without a new block after which a waiting transaction is sent (nodes that mine on
+demand make no block while nothing is sent); the embedded chain does not wait at all."""
+
+
+class TransactionFeeAdvisor:
+    """The fee advisor of one ledger's chain for transactions with any latency bound.
+
+    Called as ``advisor(waited, within)`` (blocks) it returns a
+    :class:`~ailedger.sentinel.fees.SendDecision`. It reads the fee history of the last
+    ``history_blocks`` blocks once per head block (answers at the same head reuse it), fits a
+    :class:`BaseFeeForecaster` (``paths`` simulated paths; with fewer than 3 blocks of history,
+    or a bound of 1 block, there is no forecast and it sends) and asks a
+    :class:`FeeScheduler` with ``within`` as its bound.
+    """
+
+    def __init__(self, ledger: Ledger, *, history_blocks: int = 256, paths: int = 200) -> None:
+        if (
+            isinstance(history_blocks, bool)
+            or not isinstance(history_blocks, int)
+            or not 3 <= history_blocks <= 1024
+        ):
+            raise InputError(f"history_blocks must lie in [3, 1024], got {history_blocks!r}")
+        if isinstance(paths, bool) or not isinstance(paths, int) or not 10 <= paths <= 10_000:
+            raise InputError(f"paths must lie in [10, 10000], got {paths!r}")
+        self.ledger = ledger
+        self.history_blocks = history_blocks
+        self.paths = paths
+        self._lock = threading.Lock()
+        self._cached: tuple[int, FeeHistory] | None = None
+
+    def history(self) -> FeeHistory:
+        """The fee history of the recent blocks up to the head (one ``eth_feeHistory``)."""
+        from ailedger.ledger.reader import ChainReader
+
+        with self._lock:
+            head = self.ledger.block_number()
+            if self._cached is not None and self._cached[0] == head:
+                return self._cached[1]
+            with ChainReader.from_ledger(self.ledger) as reader:
+                history = reader.fee_history(
+                    min(self.history_blocks, head + 1), head, percentiles=(0.0,)
+                )
+            self._cached = (head, history)
+            return history
+
+    def __call__(self, waited: int, within: int, /) -> SendDecision:
+        if isinstance(within, bool) or not isinstance(within, int) or within < 1:
+            raise InputError(f"within must be a positive number of blocks, got {within!r}")
+        if isinstance(waited, bool) or not isinstance(waited, int) or waited < 0:
+            raise InputError(f"waited must be a non-negative number of blocks, got {waited!r}")
+        scheduler = FeeScheduler(within=min(within, 100_000))
+        history = self.history()
+        forecast = None
+        if len(history.gas_used_ratio) >= 3 and scheduler.within > 1:
+            forecaster = BaseFeeForecaster(period=None, paths=self.paths).fit(history)
+            forecast = forecaster.forecast(scheduler.within, levels=scheduler.levels)
+        return scheduler.decide(
+            next_base_fee=history.base_fee_per_gas[-1],
+            waited=waited,
+            forecast=forecast,
+            tip=scheduler.tip(history, waited=waited),
+        )
+
+
+def transaction_fee_advisor(ledger: Ledger, *, history_blocks: int = 256) -> TransactionFeeAdvisor:
+    """The fee advisor for any of ailedger's own transactions on ``ledger``'s chain
+    (see :class:`TransactionFeeAdvisor`)."""
+    return TransactionFeeAdvisor(ledger, history_blocks=history_blocks)
+
+
+def configured_fee_hook(
+    chain: Mapping[str, Any], ledger: Ledger, *, stall_seconds: float = DEFAULT_STALL_SECONDS
+) -> FeeHook | None:
+    """The fee hook a workspace's ``[chain]`` table asks for: None for ``fee_policy =
+    "default"`` (or absent), else a hook with :func:`transaction_fee_advisor` and ``within =
+    fee_wait_blocks`` (default 20). The table is checked when the workspace is read; a policy
+    other than the two known ones is refused here too (:class:`InputError`)."""
+    from ailedger.ledger import FeeHook
+
+    policy = chain.get("fee_policy", "default")
+    if policy == "default":
+        return None
+    if policy != "scheduled":
+        raise InputError(f'chain.fee_policy must be "default" or "scheduled", got {policy!r}')
+    within = chain.get("fee_wait_blocks", DEFAULT_WAIT_BLOCKS)
+    if isinstance(within, bool) or not isinstance(within, int) or not 1 <= within <= 1000:
+        raise InputError(f"chain.fee_wait_blocks must be an integer in [1, 1000], got {within!r}")
+    return FeeHook(
+        advisor=transaction_fee_advisor(ledger), within=within, stall_seconds=stall_seconds
+    )
+
+
+def use_configured_fees(ledger: Ledger, chain: Mapping[str, Any]) -> Ledger:
+    """Set on ``ledger`` the fee hook ``chain`` (a ``[chain]`` table) asks for; returns it."""
+    ledger.fee_hook = configured_fee_hook(chain, ledger)
+    return ledger
