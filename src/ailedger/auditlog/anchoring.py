@@ -23,7 +23,7 @@ entries rewritten: anchoring it would publish a fork).
 Fees: by default an anchor is sent at once, priced by the ledger. Given a fee advisor (a
 callable asked with how many blocks the pending anchor has waited, answering whether to send
 now and with which ``maxFeePerGas`` and ``maxPriorityFeePerGas``, such as the fee scheduler
-``ailedger.sentinel.fees.anchor_fee_advisor`` builds), :meth:`Anchorer.anchor` sends only when
+``ailedger.sentinel.fee_advice.anchor_fee_advisor`` builds), :meth:`Anchorer.anchor` sends only when
 the advisor says so and with its fees; otherwise it signs nothing and reports that it waits
 (:attr:`Anchorer.waiting`), and the caller asks again at a later block.
 """

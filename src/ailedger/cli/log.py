@@ -549,7 +549,7 @@ def anchor(
 ) -> None:
     """Sign a checkpoint and anchor it on chain; show every anchor's status."""
     from ailedger.auditlog.anchoring import Anchorer
-    from ailedger.sentinel.fees import configured_fee_advisor
+    from ailedger.sentinel.fee_advice import configured_fee_advisor
 
     ws, log = _open(workspace)
     passphrase = passphrase_source()

@@ -261,7 +261,7 @@ def serve(
 
             @contextlib.contextmanager
             def open_anchorer() -> Iterator[Anchorer]:
-                from ailedger.sentinel.fees import configured_fee_advisor
+                from ailedger.sentinel.fee_advice import configured_fee_advisor
 
                 with ws.ledger(rpc=rpc, passphrase=passphrase) as ledger:
                     yield Anchorer(

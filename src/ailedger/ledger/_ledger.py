@@ -549,7 +549,9 @@ class Ledger:
                     return advice
                 time.sleep(max(self.settings.poll_interval, 0.02))
             last, since = head, time.monotonic()
-            waited = max(head - start, waited)
+            # every new head counts as a block at least: a head that moves back (a reorg, or a
+            # node that lies) never makes the wait endless
+            waited = max(head - start, waited + 1)
             advice = _checked_advice(hook.advisor(waited, within))
         return advice
 

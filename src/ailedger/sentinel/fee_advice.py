@@ -1,13 +1,13 @@
 """Fee scheduling for every transaction ailedger sends (``[chain] fee_policy = "scheduled"``).
 
-Anchors have had their own advisor (:func:`ailedger.sentinel.fees.anchor_fee_advisor`); this
-module gives the same scheduling to the rest of ailedger's own transactions (provenance
-registrations, sharing grants, training commits, reveals, attestations and votes), which all go
-through :meth:`ailedger.ledger.Ledger.transact`:
+One advisor for all of ailedger's own transactions: anchors (which the anchoring service sends
+without blocking, :func:`anchor_fee_advisor`), and provenance registrations, sharing grants,
+training commits, reveals, attestations and votes, which all go through
+:meth:`ailedger.ledger.Ledger.send`:
 
 1. :func:`transaction_fee_advisor` answers, for a transaction that has waited ``waited``
    blocks under a latency bound of ``within`` blocks, whether to send now and with which
-   ``maxFeePerGas`` and ``maxPriorityFeePerGas``. As the anchor advisor does, it reads the
+   ``maxFeePerGas`` and ``maxPriorityFeePerGas``. It reads the
    recent fee history (``eth_feeHistory`` with its lowest reward percentile), fits a
    :class:`~ailedger.sentinel.fees.BaseFeeForecaster` and asks a
    :class:`~ailedger.sentinel.fees.FeeScheduler` (an optimal-stopping rule on the forecast of
@@ -16,13 +16,14 @@ through :meth:`ailedger.ledger.Ledger.transact`:
 2. :func:`configured_fee_hook` turns a workspace's ``[chain]`` table into the
    :class:`~ailedger.ledger.FeeHook` a ledger uses (None for the default policy, so the ledger
    then sends at once exactly as without scheduling, with no extra requests), and
-   :func:`use_configured_fees` sets it on a ledger.
+   :func:`use_configured_fees` sets it on a ledger; :func:`configured_fee_advisor` gives the
+   anchoring service the same advisor with the configured bound.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ailedger.errors import InputError
@@ -36,6 +37,8 @@ __all__ = [
     "DEFAULT_STALL_SECONDS",
     "DEFAULT_WAIT_BLOCKS",
     "TransactionFeeAdvisor",
+    "anchor_fee_advisor",
+    "configured_fee_advisor",
     "configured_fee_hook",
     "transaction_fee_advisor",
     "use_configured_fees",
@@ -134,6 +137,34 @@ def configured_fee_hook(
     return FeeHook(
         advisor=transaction_fee_advisor(ledger), within=within, stall_seconds=stall_seconds
     )
+
+
+def anchor_fee_advisor(
+    ledger: Ledger, *, within: int, history_blocks: int = 256
+) -> Callable[[int], SendDecision]:
+    """A fee advisor for :class:`ailedger.auditlog.anchoring.Anchorer` on ``ledger``'s chain:
+    :class:`TransactionFeeAdvisor` with the latency bound ``within`` blocks, called with the
+    blocks the anchor has waited."""
+    if isinstance(within, bool) or not isinstance(within, int) or within < 1:
+        raise InputError(f"within must be a positive number of blocks, got {within!r}")
+    advisor = TransactionFeeAdvisor(ledger, history_blocks=history_blocks)
+
+    def advise(waited: int) -> SendDecision:
+        return advisor(waited, within)
+
+    return advise
+
+
+def configured_fee_advisor(
+    chain: Mapping[str, Any], ledger: Ledger
+) -> Callable[[int], SendDecision] | None:
+    """The anchor fee advisor a workspace's ``[chain]`` table asks for: None for the default
+    policy, else :func:`anchor_fee_advisor` with ``within = fee_wait_blocks`` (checked as
+    :func:`configured_fee_hook` checks it)."""
+    hook = configured_fee_hook(chain, ledger)
+    if hook is None:
+        return None
+    return anchor_fee_advisor(ledger, within=hook.within)
 
 
 def use_configured_fees(ledger: Ledger, chain: Mapping[str, Any]) -> Ledger:

@@ -42,9 +42,10 @@
    climbs. Given the forecaster's simulated paths (``forecast(..., keep_paths=True)``) it sends
    instead once the next base fee is at or below :func:`best_threshold`, the threshold rule
    with the lowest mean cost over those paths.
-4. :func:`anchor_fee_advisor` wires the scheduler into ailedger's own anchoring
-   (``[chain] fee_policy = "scheduled"``): asked with the blocks a pending anchor has waited,
-   it reads the chain's recent fee history, forecasts, and answers with a :class:`SendDecision`.
+4. :mod:`ailedger.sentinel.fee_advice` wires the scheduler into ailedger's own transactions
+   and anchors (``[chain] fee_policy = "scheduled"``): asked with the blocks a transaction has
+   waited, it reads the chain's recent fee history, forecasts, and answers with a
+   :class:`SendDecision`.
 
 The baseline the scheduler is measured against is web3.py 8's default fee policy for a
 transaction sent at once: ``maxPriorityFeePerGas`` from the node (``eth_maxPriorityFeePerGas``)
@@ -56,7 +57,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,7 @@ from ailedger.ledger.eip1559 import (
 )
 
 if TYPE_CHECKING:
-    from ailedger.ledger import Ledger
+    pass
 
 __all__ = [
     "BASE_FEE_MAX_CHANGE_DENOMINATOR",
@@ -84,10 +85,8 @@ __all__ = [
     "FeeForecast",
     "FeeScheduler",
     "SendDecision",
-    "anchor_fee_advisor",
     "base_fee_bounds",
     "best_threshold",
-    "configured_fee_advisor",
     "evolve_base_fees",
     "fee_history_from_blocks",
     "fee_history_from_json",
@@ -686,56 +685,3 @@ def best_threshold(paths: npt.NDArray[np.float64], candidates: int = 32) -> floa
         paths[-1],
     )
     return float(levels[int(np.argmin(paid.mean(axis=1)))])
-
-
-# -- 4. the anchoring advisor ----------------------------------------------------------------
-
-
-def anchor_fee_advisor(
-    ledger: Ledger, *, within: int, history_blocks: int = 256
-) -> Callable[[int], SendDecision]:
-    """A fee advisor for :class:`ailedger.auditlog.anchoring.Anchorer` on ``ledger``'s chain.
-
-    Each call, with the blocks the anchor has waited, reads the fee history of the last
-    ``history_blocks`` blocks (``eth_feeHistory``, its lowest reward percentile for the tip),
-    fits a :class:`BaseFeeForecaster` (12 s blocks; with fewer than 3 blocks there is no
-    forecast and it sends) and asks a :class:`FeeScheduler` with latency bound ``within``
-    blocks. The answer carries the scheduler's ``maxFeePerGas`` and ``maxPriorityFeePerGas``.
-    """
-    from ailedger.ledger.reader import ChainReader
-
-    scheduler = FeeScheduler(within=within)
-    if isinstance(history_blocks, bool) or not 3 <= history_blocks <= 1024:
-        raise InputError(f"history_blocks must lie in [3, 1024], got {history_blocks!r}")
-
-    def advise(waited: int) -> SendDecision:
-        reader = ChainReader.from_ledger(ledger)
-        try:
-            head = ledger.block_number()
-            history = reader.fee_history(min(history_blocks, head + 1), percentiles=(0.0,))
-        finally:
-            reader.close()
-        forecast = None
-        if len(history.gas_used_ratio) >= 3 and within > 1:
-            forecaster = BaseFeeForecaster(period=None, paths=200).fit(history)
-            forecast = forecaster.forecast(within, levels=scheduler.levels)
-        tip = scheduler.tip(history, waited=waited)
-        return scheduler.decide(
-            next_base_fee=history.base_fee_per_gas[-1],
-            waited=waited,
-            forecast=forecast,
-            tip=tip,
-        )
-
-    return advise
-
-
-def configured_fee_advisor(
-    chain: Mapping[str, Any], ledger: Ledger
-) -> Callable[[int], SendDecision] | None:
-    """The fee advisor a workspace's ``[chain]`` table asks for: None for ``fee_policy =
-    "default"`` (or absent), else :func:`anchor_fee_advisor` with ``within =
-    fee_wait_blocks`` (default 20). The table is checked when the workspace is read."""
-    if chain.get("fee_policy", "default") != "scheduled":
-        return None
-    return anchor_fee_advisor(ledger, within=int(chain.get("fee_wait_blocks", 20)))

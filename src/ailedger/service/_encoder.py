@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -53,13 +52,13 @@ def _follow_parent() -> None:
 
 def _encode(body: bytes, max_bytes: int) -> tuple[list[bytes], list[bytes]] | None:
     """In the worker: the entries of a batch body and their leaf hashes, or None."""
+    from ailedger.auditlog._merkle import leaf_hash
     from ailedger.service.api import encode_batch
 
     datas = encode_batch(body, max_bytes=max_bytes)
     if datas is None:
         return None
-    sha256 = hashlib.sha256
-    return datas, [sha256(b"\x00" + data).digest() for data in datas]
+    return datas, list(map(leaf_hash, datas))
 
 
 def _ready() -> bool:

@@ -48,6 +48,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ailedger._input import parse_json
+from ailedger.auditlog._merkle import leaf_hash
 from ailedger.errors import AiledgerError, InputError, LedgerError, WorkspaceError
 
 if TYPE_CHECKING:
@@ -768,7 +769,7 @@ def entries(ctx: ServiceContext, *, start: int, limit: int) -> Listing:
         out.append(
             {
                 "index": index,
-                "leaf_hash": hashlib.sha256(b"\x00" + data).hexdigest(),
+                "leaf_hash": leaf_hash(data).hex(),
                 "record": record,
             }
         )

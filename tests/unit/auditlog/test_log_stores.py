@@ -187,6 +187,10 @@ def test_append_encoded_matches_append_many_on_both_stores(opener: tuple[str, ob
                 log.append_encoded(bad)  # type: ignore[arg-type]
         with pytest.raises(InputError, match="leaf hashes"):  # one hash off: refused
             log.append_encoded(datas[:3], leaf_hashes=[leaves[0], leaves[1], leaves[1]])
+        # right at both ends, shifted by one between them: the random spot checks find it
+        shifted = [leaves[0], *leaves[:498], leaves[499]]
+        with pytest.raises(InputError, match="leaf hashes"):
+            log.append_encoded(datas[:500], leaf_hashes=shifted)
         assert log.size == log.stored_count() == 600
         assert [d for _, d in log.entries()] == datas
         # the tree of the same entries appended record by record

@@ -140,6 +140,28 @@ def test_the_bound_in_blocks_sends_even_if_the_advisor_never_says_so(
     assert int(tx["maxFeePerGas"], 16) == FEE + last  # the last advice's fees
 
 
+def test_a_head_that_moves_back_and_forth_does_not_hold_a_send_forever(
+    own_anvil: AnvilNode,
+) -> None:
+    ledger = _ledger(own_anvil)
+    advisor = WaitFor(None)
+    ledger.fee_hook = FeeHook(advisor=advisor, within=5, stall_seconds=20.0)
+    snapshot = own_anvil.rpc("evm_snapshot")
+
+    def flip() -> None:  # the head goes N+1, N, N+1, ... (a reorg loop, or a lying node)
+        nonlocal snapshot
+        own_anvil.rpc("evm_mine")
+        time.sleep(0.05)
+        own_anvil.rpc("evm_revert", snapshot)
+        snapshot = own_anvil.rpc("evm_snapshot")
+
+    started = time.monotonic()
+    with mining(own_anvil, every=0.05, make_block=flip):
+        advice = ledger._await_advice(ledger.fee_hook)
+    assert time.monotonic() - started < 15  # well before the 20 s stall bound
+    assert not advice.send and len(advisor.asked) <= 5  # each new head counted as a block
+
+
 def test_fee_bound_is_a_deadline_for_this_threads_sends(own_anvil: AnvilNode) -> None:
     ledger = _ledger(own_anvil)
     registry = ProvenanceRegistry.deploy(ledger)

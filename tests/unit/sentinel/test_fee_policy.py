@@ -14,7 +14,8 @@ from ailedger.auditlog.anchoring import Anchorer
 from ailedger.auditlog.log import AuditLog
 from ailedger.errors import InputError, WorkspaceError
 from ailedger.ledger import AnchorRegistry, Ledger
-from ailedger.sentinel.fees import SendDecision, anchor_fee_advisor, configured_fee_advisor
+from ailedger.sentinel.fee_advice import anchor_fee_advisor, configured_fee_advisor
+from ailedger.sentinel.fees import SendDecision
 from ailedger.service.background import AnchorLoop
 from tests.conftest import FAST, AnvilNode, new_signer
 
