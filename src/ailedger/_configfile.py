@@ -108,6 +108,13 @@ def _fee_wait_blocks(value: Any) -> str | None:
     return problem
 
 
+def _fee_stall_seconds(value: Any) -> str | None:
+    problem = _number(positive=False)(value)
+    if problem is None and value > 86_400:
+        return f"must be at most 86400 seconds, got {value}"
+    return problem
+
+
 def _text(value: Any) -> str | None:
     return None if isinstance(value, str) and value else f"must be a string, got {_kind(value)}"
 
@@ -129,6 +136,7 @@ _CHAIN: dict[str, Callable[[Any], str | None]] = {
     "gas_margin": _number(positive=True),
     "fee_policy": _fee_policy,
     "fee_wait_blocks": _fee_wait_blocks,
+    "fee_stall_seconds": _fee_stall_seconds,
 }
 _LOG: dict[str, Callable[[Any], str | None]] = {"origin": _text}
 

@@ -66,12 +66,13 @@ def _policy(workspace: Path | None, rpc: str | None) -> dict[str, Any] | None:
     if rpc is not None:
         return None
     from ailedger.config import workspace_path
+    from ailedger.sentinel.fee_advice import DEFAULT_WAIT_BLOCKS
     from ailedger.workspace import Workspace
 
     chain = Workspace.open(workspace_path(workspace)).config.get("chain", {})
     return {
         "fee_policy": str(chain.get("fee_policy", "default")),
-        "fee_wait_blocks": int(chain.get("fee_wait_blocks", 20)),
+        "fee_wait_blocks": int(chain.get("fee_wait_blocks", DEFAULT_WAIT_BLOCKS)),
     }
 
 
@@ -172,17 +173,25 @@ def forecast(
 @fees_app.command()
 def plan(
     within: Annotated[
-        int,
-        typer.Option("--within", help="Latency bound: blocks the transaction may wait (1-1000)."),
-    ] = 20,
+        int | None,
+        typer.Option(
+            "--within",
+            help="Latency bound: blocks the transaction may wait (1-1000; default: the "
+            "workspace's fee_wait_blocks, else 30).",
+        ),
+    ] = None,
     history_blocks: HistoryOpt = 512,
     workspace: WorkspaceOpt = None,
     rpc: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What the fee scheduler would do now for a transaction that may wait WITHIN blocks."""
+    from ailedger.sentinel.fee_advice import DEFAULT_WAIT_BLOCKS
     from ailedger.sentinel.fees import FeeScheduler
 
+    policy = _policy(workspace, rpc)
+    if within is None:
+        within = DEFAULT_WAIT_BLOCKS if policy is None else policy["fee_wait_blocks"]
     _check(within, "--within", 1, MAX_AHEAD)
     _check(history_blocks, "--history", 3, MAX_BLOCKS)
     scheduler = FeeScheduler(within=within)
@@ -201,7 +210,6 @@ def plan(
         "within_blocks": within,
         "reason": decision.reason,
     }
-    policy = _policy(workspace, rpc)
     text = (
         f"{'send now' if decision.send else 'wait'} ({decision.reason})\n"
         f"maxFeePerGas         {decision.max_fee_per_gas / 1e9:.6f} gwei\n"

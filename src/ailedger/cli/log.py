@@ -549,7 +549,7 @@ def anchor(
 ) -> None:
     """Sign a checkpoint and anchor it on chain; show every anchor's status."""
     from ailedger.auditlog.anchoring import Anchorer
-    from ailedger.sentinel.fee_advice import configured_fee_advisor
+    from ailedger.sentinel.fee_advice import DEFAULT_WAIT_BLOCKS, configured_fee_advisor
 
     ws, log = _open(workspace)
     passphrase = passphrase_source()
@@ -563,9 +563,8 @@ def anchor(
         )
         made = anchorer.anchor()
         if anchorer.waiting:
-            made = _anchor_when_advised(
-                anchorer, int(ws.config.get("chain", {}).get("fee_wait_blocks", 20))
-            )
+            wait = ws.config.get("chain", {}).get("fee_wait_blocks", DEFAULT_WAIT_BLOCKS)
+            made = _anchor_when_advised(anchorer, int(wait))
         records = anchorer.refresh()
     doc = {"anchored": made.to_json() if made else None, "anchors": [r.to_json() for r in records]}
     lines = ["nothing new to anchor"] if made is None else [f"anchored size {made.size}"]

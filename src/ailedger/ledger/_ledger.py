@@ -111,7 +111,7 @@ class FeeHook:
     """
 
     advisor: FeeAdvisor
-    within: int = 20
+    within: int = 30
     stall_seconds: float = 30.0
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ from ailedger.errors import InputError
 from ailedger.ledger import FeeHook, Ledger
 from ailedger.ledger.provenance import ProvenanceRegistry
 from ailedger.sentinel.fee_advice import (
+    DEFAULT_WAIT_BLOCKS,
     TransactionFeeAdvisor,
     configured_fee_hook,
     transaction_fee_advisor,
@@ -201,10 +202,10 @@ def test_the_embedded_chain_registers_at_once_through_the_workspace(
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert json.loads(out)["workspace_policy"] == {
-        "fee_policy": "scheduled",
-        "fee_wait_blocks": WITHIN,
-    }
+    plan = json.loads(out)
+    assert plan["workspace_policy"] == {"fee_policy": "scheduled", "fee_wait_blocks": WITHIN}
+    # without --within the plan is for the workspace's own bound
+    assert plan["within_blocks"] == WITHIN
 
 
 def test_a_bound_of_one_block_sends_now(own_anvil: AnvilNode) -> None:
@@ -226,13 +227,18 @@ def test_configured_fee_hook_reads_the_chain_table(tmp_path: Path) -> None:
         assert configured_fee_hook({}, ledger) is None
         assert configured_fee_hook({"fee_policy": "default"}, ledger) is None
         hook = configured_fee_hook({"fee_policy": "scheduled"}, ledger)
-        assert isinstance(hook, FeeHook) and hook.within == 20
+        assert isinstance(hook, FeeHook) and hook.within == DEFAULT_WAIT_BLOCKS == 30
+        assert hook.stall_seconds == 30.0
+        hook = configured_fee_hook({"fee_policy": "scheduled", "fee_stall_seconds": 2.5}, ledger)
+        assert hook is not None and hook.stall_seconds == 2.5
         assert use_configured_fees(ledger, {"fee_policy": "scheduled"}).fee_hook is not None
         assert use_configured_fees(ledger, {}).fee_hook is None
         with pytest.raises(InputError, match="fee_policy"):
             configured_fee_hook({"fee_policy": "cheap"}, ledger)
         with pytest.raises(InputError, match="fee_wait_blocks"):
             configured_fee_hook({"fee_policy": "scheduled", "fee_wait_blocks": 0}, ledger)
+        with pytest.raises(InputError, match="fee_stall_seconds"):
+            configured_fee_hook({"fee_policy": "scheduled", "fee_stall_seconds": -1}, ledger)
         with pytest.raises(InputError, match="history_blocks"):
             transaction_fee_advisor(ledger, history_blocks=2)
         with pytest.raises(InputError, match="within"):

@@ -144,6 +144,9 @@ def test_send_anchor_takes_both_fees_or_neither(anvil: AnvilNode) -> None:
         ("fee_policy", 3, "chain.fee_policy must be a string"),
         ("fee_wait_blocks", 0, "chain.fee_wait_blocks must be at least 1"),
         ("fee_wait_blocks", 5000, "chain.fee_wait_blocks must be at most 1000"),
+        ("fee_stall_seconds", -1, "chain.fee_stall_seconds must be at least 0"),
+        ("fee_stall_seconds", 100_000, "chain.fee_stall_seconds must be at most 86400"),
+        ("fee_stall_seconds", "30", "chain.fee_stall_seconds must be a number"),
     ],
 )
 def test_bad_fee_settings_are_one_line_config_errors(key: str, value: object, message: str) -> None:
@@ -154,4 +157,7 @@ def test_bad_fee_settings_are_one_line_config_errors(key: str, value: object, me
 
 
 def test_good_fee_settings_pass() -> None:
-    check_config({"chain": {"fee_policy": "scheduled", "fee_wait_blocks": 20}}, "config.toml")
+    check_config(
+        {"chain": {"fee_policy": "scheduled", "fee_wait_blocks": 20, "fee_stall_seconds": 2.5}},
+        "config.toml",
+    )

@@ -461,3 +461,55 @@ def test_scheduler_with_paths_waits_for_a_forecast_trough() -> None:
     )
     assert not scheduler.decide(next_base_fee=100, waited=0, forecast=trough, tip=1).send
     assert scheduler.decide(next_base_fee=50, waited=0, forecast=trough, tip=1).send
+
+
+def _history(ratios: list[float]) -> FeeHistory:
+    limit = 30_000_000
+    used = [round(r * limit) for r in ratios]
+    fees = evolve_base_fees(10**9, used, limit)
+    return FeeHistory(0, tuple(fees), tuple(u / limit for u in used), (), ())
+
+
+def test_run_hazard_by_hand() -> None:
+    # runs of full blocks: 3, 3, and 2 still going at the end (censored)
+    quiet, full = [0.2] * 5, [0.9]
+    ratios = quiet + full * 3 + quiet + full * 3 + quiet + full * 2
+    fitted = BaseFeeForecaster(period=None, paths=20, run_prior=2.0).fit(_history(ratios))
+    # 8 full blocks, 7 of them followed by a block, 5 of those by a full one
+    overall = 1 - 5 / 7
+    assert fitted.run_now_ == 2
+    # lengths 1 and 2: 3 runs at risk, none ended; length 3: 2 at risk, both ended;
+    # length 4: none at risk, the overall chance alone
+    expected = {
+        1: 2 * overall / 5,
+        2: 2 * overall / 5,
+        3: (2 + 2 * overall) / 4,
+        4: overall,
+    }
+    for length, hazard in expected.items():
+        assert fitted.run_hazard_[length] == pytest.approx(hazard, rel=1e-12)
+    with pytest.raises(InputError, match="full_ratio"):
+        BaseFeeForecaster(full_ratio=0.3)
+    with pytest.raises(InputError, match="run_prior"):
+        BaseFeeForecaster(run_prior=0.0)
+
+
+def test_a_congestion_run_is_expected_to_last_as_long_as_past_ones() -> None:
+    # congestion episodes of 12 full blocks at irregular times (no cycle to learn); the
+    # history ends two blocks into a new one: the base fee should keep rising ten more blocks
+    rng = np.random.default_rng(8)
+    ratios: list[float] = []
+    for _ in range(12):
+        quiet = int(rng.integers(20, 60))
+        ratios += [float(x) for x in rng.uniform(0.1, 0.6, quiet)] + [1.0] * 12
+    ratios += [float(x) for x in rng.uniform(0.1, 0.6, 30)] + [1.0] * 2
+    history = _history(ratios)
+    now = history.base_fee_per_gas[-1]
+    with_runs = BaseFeeForecaster(period=None, paths=400).fit(history)
+    median = with_runs.forecast(12).quantile(0.5)
+    # nine more full blocks: (9/8)**9 times the base fee now
+    assert median[9] >= 0.95 * (9 / 8) ** 9 * now
+    assert np.all(np.diff(median[:11]) > 0)
+    # the linear model alone expects the episode to fade much sooner
+    without = BaseFeeForecaster(period=None, paths=400, full_ratio=None).fit(history)
+    assert without.forecast(12).quantile(0.5)[9] < 0.8 * median[9]
