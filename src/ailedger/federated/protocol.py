@@ -996,16 +996,31 @@ class Party:
             self.done = state.phase == Phase.FINISHED
             return True
         # under a scheduled fee policy ([chain] fee_policy), a phase's transactions may wait
-        # for a cheaper block, but must be mined before the phase's deadline (exclusive);
-        # anything else (advancing an expired round) goes at once. Waiting delays the phase's
-        # early close, and adaptive windows then count this party as slower.
+        # for a cheaper block, but must be mined before the phase's deadline (exclusive),
+        # and only while the phase still waits for another party too: the action that
+        # completes it goes at once, since waiting would hold up every party's round (and
+        # adaptive windows would count this party as slower). Anything else (advancing an
+        # expired round) goes at once.
+        ledger = self.contract.ledger
         end = {
             Phase.COMMIT: state.commit_end,
             Phase.REVEAL: state.reveal_end,
             Phase.ATTEST: state.attest_end,
         }.get(state.phase, 0)
-        with self.contract.ledger.fee_deadline(end - 1):
+        if ledger.fee_hook is not None and self._completes_phase(state):
+            end = 0
+        with ledger.fee_deadline(end - 1):
             return self._act(state)
+
+    def _completes_phase(self, state: RoundState) -> bool:
+        """Whether every other party the phase waits for has acted (read only with a fee
+        hook: one more call)."""
+        if state.phase == Phase.REVEAL:
+            return state.revealed + 1 >= state.committed
+        if state.phase not in (Phase.COMMIT, Phase.ATTEST):
+            return False
+        done = state.committed if state.phase == Phase.COMMIT else state.attested
+        return done + 1 >= self.contract.task_info(self.task).active
 
     def _act(self, state: RoundState) -> bool:
         local = self._local
