@@ -297,8 +297,14 @@ def test_rounds_run_across_supernodes_and_are_recorded_on_anvil(
             )
         time.sleep(0.5)
     report = json.loads(report_path.read_text())
-    listed = deployment.flwr("ls", "loopback", "--run-id", run_id)
-    (run,) = listed["runs"]
+    # the ServerApp writes the report just before it returns; the SuperLink marks the run
+    # finished once the ServerApp process has ended, a moment later
+    until = time.monotonic() + 60
+    while True:
+        (run,) = deployment.flwr("ls", "loopback", "--run-id", run_id)["runs"]
+        if run["status"] != "running" or time.monotonic() > until:
+            break
+        time.sleep(0.5)
     assert run["status"] == "finished:completed"
     assert run["fab-id"] == "ailedger/ailedger-flower"
 

@@ -483,7 +483,8 @@ class BaseFeeForecaster:
         self.run_hazard_ = (ended + self.run_prior * overall) / (at_risk + self.run_prior)
         self.run_hazard_[0] = 1.0
         self.run_now_ = now
-        self.full_ratios_ = ratios[full] if np.any(full) else np.ones(1)
+        # a node's ratio above 1 (gas used over the limit) is not real: a full block is full
+        self.full_ratios_ = np.minimum(ratios[full], 1.0) if np.any(full) else np.ones(1)
 
     def _bin(self, times: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         if not math.isfinite(self.period_):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
-import sys
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from ailedger.cli import main
 from ailedger.errors import InputError
 from ailedger.ledger import FeeHook, Ledger
 from ailedger.ledger.provenance import ProvenanceRegistry
@@ -34,6 +32,7 @@ from ailedger.sentinel.fee_advice import (
 from ailedger.sentinel.fees import SendDecision
 from ailedger.workspace import Workspace
 from tests.conftest import FAST, FUNDS, AnvilNode, new_signer
+from tests.integration.test_cli_fees import cli
 from tests.unit.ledger.test_fee_hook import mining
 
 WITHIN = 10
@@ -193,14 +192,7 @@ def test_the_embedded_chain_registers_at_once_through_the_workspace(
             advice.max_priority_fee_per_gas,
         )
     # `ailedger fees plan` shows the policy in effect
-    argv = ["ailedger", "fees", "plan", "--workspace", str(ws.path), "--json"]
-    monkeypatch.setattr(sys, "argv", argv)
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
+    code, out, err = cli(monkeypatch, capsys, "fees", "plan", "--workspace", str(ws.path), "--json")
     assert code == 0, err
     plan = json.loads(out)
     assert plan["workspace_policy"] == {"fee_policy": "scheduled", "fee_wait_blocks": WITHIN}

@@ -513,3 +513,15 @@ def test_a_congestion_run_is_expected_to_last_as_long_as_past_ones() -> None:
     # the linear model alone expects the episode to fade much sooner
     without = BaseFeeForecaster(period=None, paths=400, full_ratio=None).fit(history)
     assert without.forecast(12).quantile(0.5)[9] < 0.8 * median[9]
+
+
+def test_a_ratio_over_one_from_a_node_counts_as_a_full_block_only() -> None:
+    # gas used cannot exceed the limit; a node that says so must not send the forecast off
+    ratios = (0.2, 0.3, 7.0, 7.0, 0.4, 0.2, 0.3, 0.5, 0.2, 0.3, 7.0)
+    history = FeeHistory(0, (10**9,) * (len(ratios) + 1), ratios, (), ())
+    fitted = BaseFeeForecaster(period=None, paths=50).fit(history)
+    assert fitted.run_now_ == 1 and float(fitted.full_ratios_.max()) == 1.0
+    forecast = fitted.forecast(10)
+    # at most the rule's hard bound: a full block raises the base fee by 1/8
+    assert np.all(forecast.quantiles <= np.asarray(forecast.upper)[:, None] + 1e-6)
+    assert np.all(np.isfinite(forecast.quantiles))
