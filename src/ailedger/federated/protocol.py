@@ -1013,13 +1013,18 @@ class Party:
             return self._act(state)
 
     def _completes_phase(self, state: RoundState) -> bool:
-        """Whether every other party the phase waits for has acted (read only with a fee
-        hook: one more call)."""
+        """Whether this party's own action in the phase is still to come and every other
+        party the phase waits for has acted (asked only with a fee hook, and the extra call
+        only on the step that acts)."""
+        local = self._local
         if state.phase == Phase.REVEAL:
-            return state.revealed + 1 >= state.committed
-        if state.phase not in (Phase.COMMIT, Phase.ATTEST):
+            return local.committed and not local.revealed and state.revealed + 1 >= state.committed
+        if state.phase == Phase.COMMIT and not local.tried_commit:
+            done = state.committed
+        elif state.phase == Phase.ATTEST and not local.attested:
+            done = state.attested
+        else:
             return False
-        done = state.committed if state.phase == Phase.COMMIT else state.attested
         return done + 1 >= self.contract.task_info(self.task).active
 
     def _act(self, state: RoundState) -> bool:

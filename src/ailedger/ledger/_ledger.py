@@ -111,7 +111,7 @@ class FeeHook:
     """
 
     advisor: FeeAdvisor
-    within: int = 30
+    within: int = 30  # ailedger.sentinel.fee_advice.DEFAULT_WAIT_BLOCKS (tested equal)
     stall_seconds: float = 30.0
 
     def __post_init__(self) -> None:

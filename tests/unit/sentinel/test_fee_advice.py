@@ -221,6 +221,7 @@ def test_configured_fee_hook_reads_the_chain_table(tmp_path: Path) -> None:
         hook = configured_fee_hook({"fee_policy": "scheduled"}, ledger)
         assert isinstance(hook, FeeHook) and hook.within == DEFAULT_WAIT_BLOCKS == 30
         assert hook.stall_seconds == 30.0
+        assert FeeHook(advisor=hook.advisor).within == DEFAULT_WAIT_BLOCKS
         hook = configured_fee_hook({"fee_policy": "scheduled", "fee_stall_seconds": 2.5}, ledger)
         assert hook is not None and hook.stall_seconds == 2.5
         assert use_configured_fees(ledger, {"fee_policy": "scheduled"}).fee_hook is not None
